@@ -1,0 +1,57 @@
+# Turns the flake's outputs, evaluated against the stand-in nixpkgs, into plain JSON for
+# check-flake.sh: `nix eval --json FLAKE#packages --apply '(import ./summary.nix).packages'`.
+let
+  inherit (builtins) mapAttrs map;
+
+  # `out`, never `outPath`: an attribute set with outPath turns into that string in JSON.
+  ref = d: {
+    inherit (d) name;
+    out = d.outPath;
+    kind = d.standIn.kind or null;
+  };
+  pythonEnv = e: {
+    inherit (e) name;
+    out = e.outPath;
+    python = e.standIn.args.python.outPath;
+    packages = map (p: p.pname) e.standIn.args.packages;
+  };
+  describe =
+    d:
+    let
+      a = d.standIn.args;
+    in
+    ref d
+    // {
+      inherit (d) system;
+      mainProgram = d.meta.mainProgram or null;
+      nativeBuildInputs = map (x: x.name) (a.nativeBuildInputs or [ ]);
+      buildInputs = map ref (a.buildInputs or [ ]);
+      packages = map ref (a.packages or [ ]);
+      env = if d ? env then pythonEnv d.env else null;
+      unwrapped = d.unwrapped.outPath or null;
+      src = a.src.files or null;
+      cargoLockFile = if a ? cargoLock then toString a.cargoLock.lockFile else null;
+      vars = mapAttrs (_: v: toString v) (
+        builtins.intersectAttrs {
+          PYO3_PYTHON = null;
+          PROTOC = null;
+          QNTX_PYTHON_ENV = null;
+          QNTX_VARIANT = null;
+        } a
+      );
+      doCheck = a.doCheck or null;
+    }
+    // builtins.intersectAttrs {
+      buildCommand = null;
+      buildPhase = null;
+      installPhase = null;
+      cargoTestFlags = null;
+    } a;
+  perSystem = f: mapAttrs (_: mapAttrs (_: f));
+in
+{
+  packages = perSystem describe;
+  devShells = perSystem describe;
+  checks = perSystem describe;
+  apps = perSystem (app: app);
+}
