@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    qntx_python_plugin::cli::main()
+}

@@ -1,0 +1,172 @@
+//! The typed messages between the supervisor and its worker processes, and their framing.
+//!
+//! Each message is one frame: a 4-byte big-endian length, then that many bytes of JSON. Frames
+//! travel over a Unix socket pair; the worker keeps file descriptors 1 and 2 for user output.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bound on one frame, so a corrupt length can never make either side allocate wildly.
+/// Programs and captured output are far below it (output is capped per run).
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+
+/// The environment variable that tells a worker which file descriptor is its end of the socket.
+pub const WORKER_FD_ENV: &str = "QNTX_WORKER_FD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("worker channel closed")]
+    Closed,
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("worker channel I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed frame: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// What the supervisor asks of a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    Run(RunRequest),
+    /// Raise KeyboardInterrupt in the run with this id, if it is still the current one.
+    Interrupt {
+        run_id: u64,
+    },
+    /// Import each module and report its version (`--check-environment`, Health).
+    CheckModules {
+        modules: Vec<String>,
+    },
+}
+
+/// One program to run in a fresh `__main__` namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub run_id: u64,
+    pub code: String,
+    /// Shown in tracebacks, e.g. `<execute>` or `<handler cleanup>`.
+    pub filename: String,
+    /// JSON text of the `upstream` dict, or None for `upstream = None`.
+    pub upstream_json: Option<String>,
+    pub glyph_id: String,
+    /// Bytes kept per stream; the rest is counted and dropped.
+    pub max_output_bytes: usize,
+    /// Put at the front of `sys.path` for this run only, first listed searched first.
+    pub python_paths: Vec<String>,
+}
+
+/// What a worker reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    Ready { python_version: String },
+    Done(RunOutput),
+    ModulesChecked { modules: Vec<ModuleCheck> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The program finished (or called `sys.exit(0)`).
+    Ok,
+    /// The program raised; `error` holds the traceback.
+    Error,
+    /// KeyboardInterrupt reached the top of the program.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunOutput {
+    pub run_id: u64,
+    pub status: RunStatus,
+    pub stdout: CapturedStream,
+    pub stderr: CapturedStream,
+    /// JSON text of the run's result value (`null` when there is none).
+    pub result_json: String,
+    pub error: Option<String>,
+}
+
+/// One captured output stream: the kept bytes (lossy UTF-8) and how many bytes were dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CapturedStream {
+    pub text: String,
+    pub dropped_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleCheck {
+    pub module: String,
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(message)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+fn check_length(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Blocking read of one frame (worker side).
+pub fn read_blocking<T: for<'de> Deserialize<'de>>(
+    reader: &mut impl Read,
+) -> Result<T, FrameError> {
+    let mut header = [0u8; 4];
+    match reader.read_exact(&mut header) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        other => other?,
+    }
+    let mut body = vec![0u8; check_length(header)?];
+    reader.read_exact(&mut body)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Blocking write of one frame (worker side).
+pub fn write_blocking<T: Serialize>(
+    writer: &mut impl Write,
+    message: &T,
+) -> Result<(), FrameError> {
+    writer.write_all(&encode(message)?)?;
+    writer.flush()?;
+    Ok(())
+}
+
+/// Async read of one frame (supervisor side).
+pub async fn read_async<T: for<'de> Deserialize<'de>>(
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<T, FrameError> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 4];
+    match reader.read_exact(&mut header).await {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        other => other?,
+    };
+    let mut body = vec![0u8; check_length(header)?];
+    reader.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Async write of one frame (supervisor side).
+pub async fn write_async<T: Serialize>(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    message: &T,
+) -> Result<(), FrameError> {
+    use tokio::io::AsyncWriteExt;
+    writer.write_all(&encode(message)?).await?;
+    writer.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! One worker process: spawning it, talking to it, and killing it. The only place that starts
+//! or signals workers.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::ipc::{self, FrameError, FromWorker, ToWorker};
+
+/// Where a worker's end of the socket pair sits in the child.
+const CHILD_CHANNEL_FD: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start a worker process: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the worker exited during start-up ({0})")]
+    DiedDuringStartup(String),
+    #[error("the worker did not become ready within {0:?}")]
+    StartupTimeout(Duration),
+    #[error("the worker sent an unexpected first message")]
+    Protocol,
+}
+
+pub struct WorkerProcess {
+    child: Child,
+    /// The worker leads its own process group, so a kill also reaches what its programs started.
+    pgid: i32,
+    writer: OwnedWriteHalf,
+    frames: mpsc::Receiver<Result<FromWorker, FrameError>>,
+    pub python_version: String,
+}
+
+/// How to start workers: this same binary, in worker mode.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    pub executable: std::path::PathBuf,
+    pub args: Vec<String>,
+}
+
+impl WorkerCommand {
+    fn command(&self, channel: &OwnedFd) -> Command {
+        let mut command = Command::new(&self.executable);
+        command.arg("worker").args(&self.args);
+        command.env(ipc::WORKER_FD_ENV, CHILD_CHANNEL_FD.to_string());
+        command.stdin(std::process::Stdio::null());
+        command.kill_on_drop(true);
+        let channel_fd = channel.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if channel_fd == CHILD_CHANNEL_FD {
+                    libc::fcntl(channel_fd, libc::F_SETFD, 0);
+                } else if libc::dup2(channel_fd, CHILD_CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Own process group: terminal Ctrl-C does not reach workers, and killpg reaches
+                // everything a program started.
+                libc::setpgid(0, 0);
+                // If the supervisor dies without cleaning up, the kernel kills the worker.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        command
+    }
+}
+
+impl WorkerProcess {
+    pub async fn spawn(how: &WorkerCommand, startup_timeout: Duration) -> Result<Self, SpawnError> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let theirs = OwnedFd::from(theirs);
+        let mut child = how.command(&theirs).spawn()?;
+        drop(theirs);
+        let pgid = child.id().map(|pid| pid as i32).unwrap_or(0);
+
+        ours.set_nonblocking(true)?;
+        let (mut reader, writer) = UnixStream::from_std(ours)?.into_split();
+        let (frames_tx, mut frames) = mpsc::channel(4);
+        // A dedicated reader keeps frame reads whole: the run loop selects on the channel,
+        // which is cancel-safe, instead of on a half-read socket.
+        tokio::spawn(async move {
+            loop {
+                let frame = ipc::read_async::<FromWorker>(&mut reader).await;
+                let stop = frame.is_err();
+                if frames_tx.send(frame).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+
+        let first = tokio::time::timeout(startup_timeout, frames.recv()).await;
+        let python_version = match first {
+            Ok(Some(Ok(FromWorker::Ready { python_version }))) => python_version,
+            Ok(Some(Ok(_))) => return Err(SpawnError::Protocol),
+            Ok(Some(Err(_)) | None) => {
+                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                let cause = match status {
+                    Ok(Ok(status)) => describe_exit(status),
+                    _ => "no exit status".to_owned(),
+                };
+                return Err(SpawnError::DiedDuringStartup(cause));
+            }
+            Err(_) => {
+                kill_group(pgid);
+                return Err(SpawnError::StartupTimeout(startup_timeout));
+            }
+        };
+        Ok(Self {
+            child,
+            pgid,
+            writer,
+            frames,
+            python_version,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
+    pub async fn send(&mut self, message: &ToWorker) -> Result<(), FrameError> {
+        ipc::write_async(&mut self.writer, message).await
+    }
+
+    /// The next message, or an error once the worker is gone. Cancel-safe.
+    pub async fn next(&mut self) -> Result<FromWorker, FrameError> {
+        self.frames.recv().await.unwrap_or(Err(FrameError::Closed))
+    }
+
+    /// Resident memory in bytes, from /proc.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pgid)).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * page.max(0) as u64)
+    }
+
+    /// Kills the worker and everything it started.
+    pub fn kill(&mut self) {
+        kill_group(self.pgid);
+    }
+
+    /// After the channel closed: why the worker died. Kills it if it is somehow still alive.
+    pub async fn exit_cause(mut self) -> String {
+        match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(status)) => {
+                kill_group(self.pgid); // reap leftovers of the program, if any
+                describe_exit(status)
+            }
+            _ => {
+                kill_group(self.pgid);
+                "the worker closed its channel and was killed".to_owned()
+            }
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        kill_group(self.pgid);
+    }
+}
+
+pub fn kill_group(pgid: i32) {
+    if pgid > 0 {
+        // "Already gone" is not an error.
+        // SAFETY: signalling a process group we created.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
+}
+
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("the worker process exited with status {code} (os._exit or a fatal error in native code)")
+    } else if let Some(signal) = status.signal() {
+        format!(
+            "the worker process was killed by signal {} ({})",
+            signal,
+            signal_name(signal)
+        )
+    } else {
+        format!("the worker process ended: {status}")
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV: segmentation fault in native code",
+        libc::SIGABRT => "SIGABRT: aborted",
+        libc::SIGBUS => "SIGBUS: bus error in native code",
+        libc::SIGFPE => "SIGFPE: arithmetic error in native code",
+        libc::SIGILL => "SIGILL: illegal instruction",
+        libc::SIGKILL => "SIGKILL: killed, possibly by the out-of-memory killer",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}

@@ -1,0 +1,112 @@
+//! One run, as every door reports it: the execution-result object of protocol.md §4.3, built
+//! from the pool's outcome in one place.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ipc::{CapturedStream, RunStatus};
+use crate::pool::RunOutcome;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Execution {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub result: Value,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// The visible marker appended to a stream that went over its limit.
+fn with_marker(stream: CapturedStream, limit: usize) -> String {
+    let mut text = stream.text;
+    if stream.dropped_bytes > 0 {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "[output truncated: {} more bytes not shown (max_output_bytes = {limit})]\n",
+            stream.dropped_bytes
+        ));
+    }
+    text
+}
+
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
+impl Execution {
+    pub fn from_outcome(outcome: RunOutcome, elapsed: Duration, max_output_bytes: usize) -> Self {
+        let duration_ms = elapsed.as_millis() as u64;
+        match outcome {
+            RunOutcome::Finished(output) => {
+                let success = output.status == RunStatus::Ok;
+                let result = if success {
+                    serde_json::from_str(&output.result_json).unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                };
+                let error = match output.status {
+                    RunStatus::Ok => None,
+                    RunStatus::Interrupted => Some(format!(
+                        "the run was cancelled (KeyboardInterrupt)\n{}",
+                        output.error.unwrap_or_default()
+                    )),
+                    RunStatus::Error => {
+                        Some(output.error.unwrap_or_else(|| "the program failed".into()))
+                    }
+                };
+                Self {
+                    success,
+                    stdout: with_marker(output.stdout, max_output_bytes),
+                    stderr: with_marker(output.stderr, max_output_bytes),
+                    result,
+                    error,
+                    duration_ms,
+                }
+            }
+            RunOutcome::TimedOut {
+                after,
+                killed,
+                stdout,
+                stderr,
+            } => {
+                let how = if killed {
+                    "it did not stop when interrupted, so its worker was killed and replaced"
+                } else {
+                    "it was interrupted"
+                };
+                Self {
+                    success: false,
+                    stdout: with_marker(stdout, max_output_bytes),
+                    stderr: with_marker(stderr, max_output_bytes),
+                    result: Value::Null,
+                    error: Some(format!("timed out after {}: {how}", seconds(after))),
+                    duration_ms,
+                }
+            }
+            RunOutcome::WorkerDied { cause } => Self {
+                success: false,
+                stdout: String::new(),
+                stderr: String::new(),
+                result: Value::Null,
+                error: Some(format!(
+                    "the run crashed its worker: {cause}; the worker was replaced"
+                )),
+                duration_ms,
+            },
+        }
+    }
+
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}

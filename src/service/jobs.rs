@@ -1,0 +1,146 @@
+//! ExecuteJob: routing a raw handler name to a program, and the job's answer with its log.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::execution::Execution;
+use super::{Plugin, Program};
+use crate::identity::VERSION;
+use crate::proto::{ExecuteJobRequest, ExecuteJobResponse, JobLogEntry};
+
+/// Lines per stream that become log entries; the rest is summarised in one entry.
+const MAX_LOG_LINES_PER_STREAM: usize = 2000;
+
+/// The payload of `<name>.script` jobs.
+#[derive(Deserialize)]
+struct ScriptPayload {
+    content: Option<String>,
+    #[serde(default)]
+    upstream: Option<serde_json::Value>,
+}
+
+pub fn script_handler(plugin_name: &str) -> String {
+    format!("{plugin_name}.script")
+}
+
+pub async fn execute_job(
+    plugin: &Plugin,
+    request: ExecuteJobRequest,
+    call_deadline: Option<Duration>,
+) -> ExecuteJobResponse {
+    let timeout = request
+        .timeout_secs
+        .filter(|secs| *secs > 0)
+        .map(|secs| Duration::from_secs(secs as u64))
+        .or(call_deadline);
+    let program = match program_for(plugin, &request) {
+        Ok(program) => program,
+        Err(error) => return failure(error),
+    };
+    match plugin.execute(program, timeout).await {
+        Ok(execution) => answer(execution),
+        Err(error) => failure(error.to_string()),
+    }
+}
+
+fn program_for(plugin: &Plugin, request: &ExecuteJobRequest) -> Result<Program, String> {
+    let handler = request.handler_name.as_str();
+    if handler != script_handler(&plugin.name) {
+        return Err(format!(
+            "unknown handler '{handler}': plugin '{}' handles {}",
+            plugin.name,
+            script_handler(&plugin.name)
+        ));
+    }
+    let payload: ScriptPayload = serde_json::from_slice(&request.payload).map_err(|e| {
+        format!(
+            "{handler}: the payload must be a JSON object {{\"content\": \"<python code>\"}}: {e}"
+        )
+    })?;
+    let code = payload
+        .content
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| {
+            format!("{handler}: the payload has no code: 'content' is missing or empty")
+        })?;
+    let upstream_json = match payload.upstream {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(value.to_string()),
+    };
+    Ok(Program {
+        code,
+        filename: format!("<job {}>", request.job_id),
+        upstream_json,
+        glyph_id: String::new(),
+    })
+}
+
+fn failure(error: String) -> ExecuteJobResponse {
+    let entry = log_entry(
+        crate::time::now_rfc3339(),
+        "error",
+        error.clone(),
+        "dispatch",
+    );
+    ExecuteJobResponse {
+        success: false,
+        error,
+        log_entries: vec![entry],
+        plugin_version: VERSION.into(),
+        ..Default::default()
+    }
+}
+
+fn answer(execution: Execution) -> ExecuteJobResponse {
+    let now = crate::time::now_rfc3339();
+    let mut log_entries = Vec::new();
+    for (text, level, stage) in [
+        (&execution.stdout, "info", "stdout"),
+        (&execution.stderr, "warn", "stderr"),
+    ] {
+        log_lines(text, level, stage, &now, &mut log_entries);
+    }
+    if let Some(error) = &execution.error {
+        log_entries.push(log_entry(now.clone(), "error", error.clone(), "error"));
+    }
+    ExecuteJobResponse {
+        success: execution.success,
+        error: execution.error.clone().unwrap_or_default(),
+        result: execution.to_json_bytes(),
+        log_entries,
+        plugin_version: VERSION.into(),
+        ..Default::default()
+    }
+}
+
+fn log_lines(text: &str, level: &str, stage: &str, timestamp: &str, into: &mut Vec<JobLogEntry>) {
+    let mut lines = text.lines();
+    for line in lines.by_ref().take(MAX_LOG_LINES_PER_STREAM) {
+        into.push(log_entry(
+            timestamp.to_owned(),
+            level,
+            line.to_owned(),
+            stage,
+        ));
+    }
+    let rest: Vec<&str> = lines.collect();
+    if !rest.is_empty() {
+        into.push(log_entry(
+            timestamp.to_owned(),
+            level,
+            rest.join("\n"),
+            stage,
+        ));
+    }
+}
+
+fn log_entry(timestamp: String, level: &str, message: String, stage: &str) -> JobLogEntry {
+    JobLogEntry {
+        timestamp,
+        level: level.into(),
+        message,
+        stage: stage.into(),
+        metadata: String::new(),
+    }
+}

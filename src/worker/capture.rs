@@ -1,0 +1,128 @@
+//! Captures everything written to file descriptors 1 and 2 during a run.
+//!
+//! Each stream is a pipe whose write end sits on fd 1 (or 2), so Python's `print`, C extensions
+//! and subprocesses all land in the same place, in the order they wrote. A reader thread drains
+//! the pipe into a buffer that keeps at most the run's limit and counts the rest, so memory stays
+//! bounded however much a program prints. The reader only ever reads while holding the buffer's
+//! lock; `finish` drains what is left under the same lock, so no byte is ever in flight between
+//! the pipe and the buffer when a run's output is taken.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::ipc::CapturedStream;
+
+#[derive(Default)]
+struct Buffer {
+    kept: Vec<u8>,
+    dropped: u64,
+    limit: usize,
+}
+
+impl Buffer {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.limit.saturating_sub(self.kept.len());
+        let take = room.min(bytes.len());
+        self.kept.extend_from_slice(&bytes[..take]);
+        self.dropped += (bytes.len() - take) as u64;
+    }
+}
+
+pub struct StreamCapture {
+    pipe: Arc<File>,
+    buffer: Arc<Mutex<Buffer>>,
+}
+
+fn lock(buffer: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
+    // A panic in the reader cannot leave the buffer inconsistent (push is the only mutation).
+    buffer.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads everything currently in the (non-blocking) pipe into the buffer.
+fn drain(pipe: &File, buffer: &mut Buffer) {
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match (&*pipe).read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buffer.push(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return, // WouldBlock: empty for now
+        }
+    }
+}
+
+fn wait_readable(fd: RawFd, timeout: Duration) {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pollfd, 1, timeout.as_millis() as libc::c_int) };
+}
+
+impl StreamCapture {
+    /// Puts a pipe on `target_fd` (1 or 2) and starts draining it.
+    pub fn install(target_fd: RawFd) -> std::io::Result<Self> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe2 writes two descriptors into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Writers must block when the pipe is full rather than fail, so only the read end stays
+        // non-blocking. dup2 gives the target descriptor no CLOEXEC, so subprocesses inherit it.
+        // SAFETY: plain fcntl/dup2 on descriptors we own.
+        unsafe {
+            let flags = libc::fcntl(write_end.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(
+                write_end.as_raw_fd(),
+                libc::F_SETFL,
+                flags & !libc::O_NONBLOCK,
+            );
+            if libc::dup2(write_end.as_raw_fd(), target_fd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        drop(write_end);
+
+        let pipe = Arc::new(File::from(read_end));
+        let buffer = Arc::new(Mutex::new(Buffer::default()));
+        let (reader_pipe, reader_buffer) = (Arc::clone(&pipe), Arc::clone(&buffer));
+        std::thread::Builder::new()
+            .name(format!("capture-fd{target_fd}"))
+            .spawn(move || loop {
+                wait_readable(reader_pipe.as_raw_fd(), Duration::from_millis(100));
+                drain(&reader_pipe, &mut lock(&reader_buffer));
+            })?;
+        Ok(Self { pipe, buffer })
+    }
+
+    /// Starts a run: forgets what was written between runs and sets the run's limit.
+    pub fn begin(&self, limit: usize) {
+        let mut buffer = lock(&self.buffer);
+        drain(&self.pipe, &mut buffer);
+        *buffer = Buffer {
+            kept: Vec::new(),
+            dropped: 0,
+            limit,
+        };
+    }
+
+    /// Ends a run: everything written so far (the caller has flushed its own buffers).
+    pub fn finish(&self) -> CapturedStream {
+        let mut buffer = lock(&self.buffer);
+        drain(&self.pipe, &mut buffer);
+        let kept = std::mem::take(&mut buffer.kept);
+        let dropped = std::mem::take(&mut buffer.dropped);
+        CapturedStream {
+            text: String::from_utf8_lossy(&kept).into_owned(),
+            dropped_bytes: dropped,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Worker mode: one process of this binary that embeds CPython and runs one program at a time.
+//!
+//! Threads: the main thread owns Python (signals only reach it, so KeyboardInterrupt lands in
+//! the program); a channel thread reads the supervisor's messages and forwards interrupts; two
+//! capture threads drain fds 1 and 2.
+
+mod capture;
+mod interrupt;
+mod runtime;
+
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+
+use crate::ipc::{self, FromWorker, ModuleCheck, RunOutput, RunRequest, ToWorker};
+use capture::StreamCapture;
+use interrupt::Interrupter;
+use runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(
+        "{} is not set; workers are started by the plugin itself",
+        ipc::WORKER_FD_ENV
+    )]
+    NoChannel,
+    #[error("cannot capture output: {0}")]
+    Capture(std::io::Error),
+    #[error("Python failed to start: {0}")]
+    Python(String),
+    #[error(transparent)]
+    Frame(#[from] ipc::FrameError),
+}
+
+pub struct WorkerOptions {
+    pub python_env: Option<PathBuf>,
+}
+
+/// Work the main thread takes from the channel thread.
+enum Task {
+    Run(RunRequest),
+    CheckModules(Vec<String>),
+}
+
+pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
+    let interrupter = Arc::new(Interrupter::for_main_thread());
+    let channel = open_channel()?;
+    let stdout = StreamCapture::install(1).map_err(WorkerError::Capture)?;
+    let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
+
+    let env = options
+        .python_env
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let runtime = Runtime::start(&env).map_err(WorkerError::Python)?;
+
+    let mut writer = channel.try_clone().map_err(ipc::FrameError::Io)?;
+    ipc::write_blocking(
+        &mut writer,
+        &FromWorker::Ready {
+            python_version: runtime.python_version().to_owned(),
+        },
+    )?;
+
+    let (tasks_tx, tasks) = mpsc::channel();
+    spawn_channel_reader(channel, tasks_tx, Arc::clone(&interrupter))?;
+
+    while let Ok(task) = tasks.recv() {
+        let reply = match task {
+            Task::Run(request) => {
+                stdout.begin(request.max_output_bytes);
+                stderr.begin(request.max_output_bytes);
+                let outcome = runtime.run(&request, &interrupter);
+                let (status, result_json, error) = outcome;
+                FromWorker::Done(RunOutput {
+                    run_id: request.run_id,
+                    status,
+                    stdout: stdout.finish(),
+                    stderr: stderr.finish(),
+                    result_json,
+                    error,
+                })
+            }
+            Task::CheckModules(modules) => FromWorker::ModulesChecked {
+                modules: runtime.check_modules(&modules),
+            },
+        };
+        ipc::write_blocking(&mut writer, &reply)?;
+    }
+    Ok(())
+}
+
+fn open_channel() -> Result<UnixStream, WorkerError> {
+    let fd: i32 = std::env::var(ipc::WORKER_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or(WorkerError::NoChannel)?;
+    // The variable must not leak into programs' subprocesses.
+    std::env::remove_var(ipc::WORKER_FD_ENV);
+    // SAFETY: the supervisor placed our end of the socket pair on this descriptor for us alone.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: mark it close-on-exec so subprocesses started by programs do not inherit it.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(stream)
+}
+
+fn spawn_channel_reader(
+    mut channel: UnixStream,
+    tasks: mpsc::Sender<Task>,
+    interrupter: Arc<Interrupter>,
+) -> Result<(), WorkerError> {
+    std::thread::Builder::new()
+        .name("channel".into())
+        .spawn(move || loop {
+            match ipc::read_blocking::<ToWorker>(&mut channel) {
+                Ok(ToWorker::Interrupt { run_id }) => interrupter.interrupt(run_id),
+                Ok(ToWorker::Run(request)) => {
+                    if tasks.send(Task::Run(request)).is_err() {
+                        break;
+                    }
+                }
+                Ok(ToWorker::CheckModules { modules }) => {
+                    if tasks.send(Task::CheckModules(modules)).is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    // The supervisor is gone (or spoke nonsense): nothing may outlive it, and a
+                    // program stuck in the main thread must not keep the process alive.
+                    if !matches!(error, ipc::FrameError::Closed) {
+                        tracing::error!(%error, "worker channel failed");
+                    }
+                    // SAFETY: _exit ends the process without running Python or Rust teardown
+                    // from this non-main thread.
+                    unsafe { libc::_exit(0) };
+                }
+            }
+        })
+        .map_err(|e| WorkerError::Frame(ipc::FrameError::Io(e)))?;
+    Ok(())
+}
+
+pub(crate) fn module_checks(
+    report: Vec<(String, Option<String>, Option<String>)>,
+) -> Vec<ModuleCheck> {
+    report
+        .into_iter()
+        .map(|(module, version, error)| ModuleCheck {
+            module,
+            version,
+            error,
+        })
+        .collect()
+}
