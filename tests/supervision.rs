@@ -1,0 +1,286 @@
+//! Deadlines, crashes, output limits, load limits and isolation: what no program may break.
+
+#[path = "support/plugin.rs"]
+mod plugin;
+
+use std::time::{Duration, Instant};
+
+use plugin::{execute, health_detail, result_object, wait_ready, Plugin};
+use qntx_python_plugin::proto::{Empty, ExecuteJobRequest, InitializeRequest, PythonExecuteRequest};
+use serde_json::json;
+use tonic::Code;
+
+/// Sets the plugin's config through Initialize, as the host does.
+async fn configure(plugin: &Plugin, pairs: &[(&str, &str)]) {
+    let mut client = plugin.domain().await;
+    client
+        .initialize(InitializeRequest {
+            config: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("Initialize");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_loop_is_interrupted_at_its_deadline_and_the_worker_is_kept() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    wait_ready(&plugin).await;
+    configure(&plugin, &[("timeout_secs", "1")]).await;
+    let mut client = plugin.python().await;
+
+    let started = Instant::now();
+    let response = execute(&mut client, "print('spinning', flush=True)\nwhile True:\n    pass").await;
+    let took = started.elapsed();
+    assert!(!response.success);
+    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert!(response.error.contains("interrupted"), "{}", response.error);
+    assert_eq!(response.output, "spinning\n", "output before the deadline is kept");
+    assert!(took < Duration::from_secs(3), "answered {took:?} after the call");
+
+    let response = execute(&mut client, "'still serving'").await;
+    assert_eq!(result_object(&response)["result"], json!("still serving"));
+    assert_eq!(health_detail(&plugin, "worker_restarts").await, "0", "a plain interrupt keeps the worker");
+
+    // time.sleep is woken by the interrupt too.
+    let response = execute(&mut client, "import time\ntime.sleep(60)").await;
+    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert_eq!(health_detail(&plugin, "worker_restarts").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_that_ignores_the_interrupt_is_killed_and_replaced() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    wait_ready(&plugin).await;
+    configure(&plugin, &[("timeout_secs", "1")]).await;
+    let mut client = plugin.python().await;
+
+    // C code with SIGINT blocked: the interrupt cannot reach it, only the kill path can.
+    let code = "import ctypes, signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\nctypes.CDLL(None).sleep(30)";
+    let started = Instant::now();
+    let response = execute(&mut client, code).await;
+    assert!(!response.success);
+    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert!(response.error.contains("killed"), "{}", response.error);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // And one that swallows KeyboardInterrupt.
+    let code = "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass";
+    let response = execute(&mut client, code).await;
+    assert!(response.error.contains("killed"), "{}", response.error);
+
+    let response = execute(&mut client, "6 * 7").await;
+    assert_eq!(result_object(&response)["result"], json!(42));
+    assert_eq!(health_detail(&plugin, "worker_restarts").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_timeout_secs_wins_over_the_configured_default() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    let mut client = plugin.domain().await;
+    let payload = serde_json::to_vec(&json!({"content": "while True: pass"})).unwrap();
+    let started = Instant::now();
+    let response = client
+        .execute_job(ExecuteJobRequest {
+            job_id: "JB1".into(),
+            handler_name: "python.script".into(),
+            payload,
+            timeout_secs: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!response.success);
+    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_deadline_bounds_a_run() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    let mut client = plugin.python().await;
+    let mut request = tonic::Request::new(PythonExecuteRequest { code: "while True: pass".into(), ..Default::default() });
+    request.set_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let outcome = client.execute(request).await;
+    // Either our timeout answer or the client's own deadline, but never a hang.
+    match outcome {
+        Ok(response) => assert!(response.into_inner().error.contains("timed out"), "expected a timeout"),
+        Err(status) => assert_eq!(status.code(), Code::DeadlineExceeded),
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let response = execute(&mut client, "'next'").await;
+    assert_eq!(result_object(&response)["result"], json!("next"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_goes_away_cancels_its_run() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    wait_ready(&plugin).await;
+    let mut client = plugin.python().await;
+    let call = tokio::spawn({
+        let mut client = client.clone();
+        async move { execute(&mut client, "while True: pass").await }
+    });
+    // Wait until the run occupies the only worker, then walk away.
+    let mut domain = plugin.domain().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while domain.health(Empty {}).await.unwrap().into_inner().details["workers_busy"] != "1" {
+        assert!(Instant::now() < deadline, "run never started");
+        tokio::task::yield_now().await;
+    }
+    call.abort();
+    // The only worker is free again long before the 30 s default deadline.
+    let started = Instant::now();
+    let response = execute(&mut client, "'free'").await;
+    assert_eq!(result_object(&response)["result"], json!("free"));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crashes_name_their_cause_and_the_pool_recovers() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    wait_ready(&plugin).await;
+    let mut client = plugin.python().await;
+
+    let response = execute(&mut client, "import os\nos._exit(7)").await;
+    assert!(!response.success);
+    assert!(response.error.contains("exited with status 7"), "{}", response.error);
+
+    let response = execute(&mut client, "import ctypes\nctypes.string_at(0)").await;
+    assert!(!response.success);
+    assert!(response.error.contains("SIGSEGV"), "{}", response.error);
+
+    let response = execute(&mut client, "import os\nos.getpid()").await;
+    assert!(response.success, "{response:?}");
+    assert_eq!(health_detail(&plugin, "worker_restarts").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_over_the_memory_limit_is_killed_with_a_clear_error() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    wait_ready(&plugin).await;
+    configure(&plugin, &[("memory_limit_mb", "200")]).await;
+    let mut client = plugin.python().await;
+
+    let code = "import time\nblocks = []\nwhile True:\n    blocks.append(b'x' * (16 * 1024 * 1024))\n    time.sleep(0.01)";
+    let response = execute(&mut client, code).await;
+    assert!(!response.success);
+    assert!(response.error.contains("memory limit of 200 MiB"), "{}", response.error);
+
+    let response = execute(&mut client, "len(b'x' * (50 * 1024 * 1024))").await;
+    assert_eq!(result_object(&response)["result"], json!(52428800));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_megabytes_of_output_are_capped_with_a_marker() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    let mut client = plugin.python().await;
+
+    let code = "import sys, os\nchunk = 'y' * 1023 + '\\n'\nfor _ in range(25 * 1024):\n    sys.stdout.write(chunk)\nos.write(1, b'z' * (25 * 1024 * 1024))\n'done'";
+    let response = execute(&mut client, code).await;
+    assert!(response.success, "{}", response.error);
+    let limit = 1024 * 1024;
+    assert!(response.output.starts_with(&"y".repeat(1023)));
+    assert!(response.output.len() < limit + 200, "output is {} bytes", response.output.len());
+    assert!(
+        response.output.ends_with(&format!("[output truncated: {} more bytes not shown (max_output_bytes = {limit})]\n", 50 * 1024 * 1024 - limit)),
+        "marker: {}",
+        &response.output[response.output.len() - 120..]
+    );
+    assert_eq!(result_object(&response)["result"], json!("done"));
+
+    // The next run starts clean.
+    let response = execute(&mut client, "print('small')").await;
+    assert_eq!(response.output, "small\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_runs_never_see_each_others_output() {
+    let plugin = Plugin::start(&["--workers", "2"]);
+    wait_ready(&plugin).await;
+    let client = plugin.python().await;
+    let mut calls = Vec::new();
+    for run in 0..8 {
+        let mut client = client.clone();
+        calls.push(tokio::spawn(async move {
+            let code = format!("import time\nfor i in range(50):\n    print('run-{run}', i)\n    time.sleep(0.001)\n'{run}'");
+            (run, execute(&mut client, &code).await)
+        }));
+    }
+    for call in calls {
+        let (run, response) = call.await.unwrap();
+        let expected: String = (0..50).map(|i| format!("run-{run} {i}\n")).collect();
+        assert_eq!(response.output, expected);
+        assert_eq!(result_object(&response)["result"], json!(run.to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_answers_resource_exhausted() {
+    let plugin = Plugin::start(&["--workers", "1", "--queue-capacity", "1"]);
+    wait_ready(&plugin).await;
+    configure(&plugin, &[("timeout_secs", "3")]).await;
+    let client = plugin.python().await;
+    let mut domain = plugin.domain().await;
+
+    let busy = tokio::spawn({
+        let mut client = client.clone();
+        async move { execute(&mut client, "while True: pass").await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while domain.health(Empty {}).await.unwrap().into_inner().details["workers_busy"] != "1" {
+        assert!(Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    let queued = tokio::spawn({
+        let mut client = client.clone();
+        async move { execute(&mut client, "'queued'").await }
+    });
+    while domain.health(Empty {}).await.unwrap().into_inner().details["queue_depth"] != "1" {
+        assert!(Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    let status = client
+        .clone()
+        .execute(PythonExecuteRequest { code: "1".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("runs are already waiting"), "{}", status.message());
+
+    assert!(busy.await.unwrap().error.contains("timed out"));
+    assert_eq!(result_object(&queued.await.unwrap())["result"], json!("queued"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_answers_in_milliseconds_while_every_worker_spins() {
+    let plugin = Plugin::start(&["--workers", "2"]);
+    wait_ready(&plugin).await;
+    let client = plugin.python().await;
+    let mut domain = plugin.domain().await;
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { execute(&mut client, "while True: pass").await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while domain.health(Empty {}).await.unwrap().into_inner().details["workers_busy"] != "2" {
+        assert!(Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let health = domain.health(Empty {}).await.unwrap().into_inner();
+        slowest = slowest.max(started.elapsed());
+        assert!(health.healthy);
+        assert_eq!(health.details["workers_busy"], "2");
+    }
+    // Functional bound, not a benchmark: an answer that waited on Python would take seconds.
+    assert!(slowest < Duration::from_millis(500), "slowest Health took {slowest:?}");
+    for spinner in spinners {
+        spinner.abort();
+    }
+}
