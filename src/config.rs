@@ -143,7 +143,7 @@ impl Settings {
             .unwrap_or(defaults.max_output_bytes);
         let memory_limit_bytes = match number(config, "memory_limit_mb")? {
             None => defaults.memory_limit_bytes,
-            Some(mb) if mb == 0.0 => None,
+            Some(0.0) => None,
             Some(mb) => Some((mb * 1024.0 * 1024.0) as u64),
         };
         let python_paths = config

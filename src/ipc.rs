@@ -61,9 +61,17 @@ pub struct RunRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromWorker {
-    Ready { python_version: String },
+    Ready {
+        python_version: String,
+    },
+    /// Python could not start (for example, an environment for another Python version).
+    StartupFailed {
+        error: String,
+    },
     Done(RunOutput),
-    ModulesChecked { modules: Vec<ModuleCheck> },
+    ModulesChecked {
+        modules: Vec<ModuleCheck>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -33,6 +33,24 @@ pub struct PoolStats {
     pub worker_restarts: AtomicU64,
     pub runs_completed: AtomicU64,
     pub python_version: OnceLock<String>,
+    /// Why the last worker start failed; cleared when a worker starts.
+    pub start_error: std::sync::RwLock<Option<String>>,
+}
+
+impl PoolStats {
+    pub fn start_error(&self) -> Option<String> {
+        self.start_error
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_start_error(&self, error: Option<String>) {
+        *self
+            .start_error
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
 }
 
 /// One program for a worker.

@@ -23,6 +23,8 @@ pub enum SpawnError {
     DiedDuringStartup(String),
     #[error("the worker did not become ready within {0:?}")]
     StartupTimeout(Duration),
+    #[error("Python could not start in the worker: {0}")]
+    PythonFailed(String),
     #[error("the worker sent an unexpected first message")]
     Protocol,
 }
@@ -97,6 +99,9 @@ impl WorkerProcess {
         let first = tokio::time::timeout(startup_timeout, frames.recv()).await;
         let python_version = match first {
             Ok(Some(Ok(FromWorker::Ready { python_version }))) => python_version,
+            Ok(Some(Ok(FromWorker::StartupFailed { error }))) => {
+                return Err(SpawnError::PythonFailed(error))
+            }
             Ok(Some(Ok(_))) => return Err(SpawnError::Protocol),
             Ok(Some(Err(_)) | None) => {
                 let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;

@@ -58,6 +58,7 @@ impl Slot {
             if self.worker.is_none() {
                 if let Err(error) = self.start_worker().await {
                     tracing::error!(slot = self.index, %error, "worker failed to start");
+                    self.stats.set_start_error(Some(error.to_string()));
                     // Fail one waiting job with the reason rather than leave callers hanging.
                     let job = tokio::select! {
                         job = self.jobs.recv() => job,
@@ -113,6 +114,7 @@ impl Slot {
         tracing::debug!(slot = self.index, pid = worker.pid(), "worker ready");
         self.worker = Some(worker);
         self.stats.workers_ready.fetch_add(1, Ordering::Relaxed);
+        self.stats.set_start_error(None);
         Ok(())
     }
 

@@ -65,10 +65,17 @@ impl Domain {
             details.insert("package_failures".into(), report.failures.join(", "));
         }
         let shutting_down = plugin.shutdown.is_cancelled();
+        // Unhealthy only when no worker can run anything: then a restart is the right remedy.
+        let start_error = stats.start_error().filter(|_| ready == 0);
+        if let Some(error) = &start_error {
+            details.insert("worker_error".into(), error.clone());
+        }
         HealthResponse {
-            healthy: !shutting_down,
+            healthy: !shutting_down && start_error.is_none(),
             message: if shutting_down {
                 "shutting down".into()
+            } else if let Some(error) = start_error {
+                format!("no worker can start: {error}")
             } else {
                 format!("Python {python}, {ready}/{total} workers ready, {busy} busy")
             },

@@ -54,9 +54,18 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         .as_deref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let runtime = Runtime::start(&env).map_err(WorkerError::Python)?;
-
     let mut writer = channel.try_clone().map_err(ipc::FrameError::Io)?;
+    let runtime = match Runtime::start(&env) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            // Tell the supervisor why, so the caller sees the reason and not just an exit code.
+            let failed = FromWorker::StartupFailed {
+                error: error.clone(),
+            };
+            let _ = ipc::write_blocking(&mut writer, &failed);
+            return Err(WorkerError::Python(error));
+        }
+    };
     ipc::write_blocking(
         &mut writer,
         &FromWorker::Ready {

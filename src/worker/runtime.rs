@@ -40,7 +40,7 @@ impl Runtime {
                     module,
                     python_version,
                 })
-                .map_err(|e| describe(py, e))
+                .map_err(|e| e.to_string())
         })
     }
 

@@ -62,7 +62,7 @@ def setup(environment):
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
         site_packages = pathlib.Path(environment) / "lib" / version / "site-packages"
         if not site_packages.is_dir():
-            found = sorted(p.name for p in (pathlib.Path(environment) / "lib").glob("python3*"))
+            found = sorted(p.name for p in (pathlib.Path(environment) / "lib").glob("python*"))
             raise RuntimeError(
                 f"environment {environment} has no {version}/site-packages "
                 f"(it has {', '.join(found) or 'no Python'}); the plugin embeds {version}"
