@@ -13,7 +13,11 @@ async fn prints_and_results_come_back() {
     let plugin = Plugin::start(&["--workers", "1"]);
     let mut client = plugin.python().await;
 
-    let response = execute(&mut client, "print('hello')\nimport sys\nprint('oops', file=sys.stderr)\n_result = {'n': 42}").await;
+    let response = execute(
+        &mut client,
+        "print('hello')\nimport sys\nprint('oops', file=sys.stderr)\n_result = {'n': 42}",
+    )
+    .await;
     assert!(response.success, "{response:?}");
     assert_eq!(response.output, "hello\n");
     assert_eq!(response.error, "");
@@ -49,11 +53,31 @@ async fn exceptions_report_the_users_own_line_numbers_and_keep_output() {
     let code = "print('before')\n\ndef f():\n    raise ValueError('bad value')\n\nf()\n";
     let response = execute(&mut client, code).await;
     assert!(!response.success);
-    assert!(response.error.contains("ValueError: bad value"), "{}", response.error);
-    assert!(response.error.contains("line 6"), "call site line: {}", response.error);
-    assert!(response.error.contains("line 4"), "raise line: {}", response.error);
-    assert!(response.error.contains("raise ValueError('bad value')"), "source line shown: {}", response.error);
-    assert!(!response.error.contains("qntx_runtime"), "no runtime frames: {}", response.error);
+    assert!(
+        response.error.contains("ValueError: bad value"),
+        "{}",
+        response.error
+    );
+    assert!(
+        response.error.contains("line 6"),
+        "call site line: {}",
+        response.error
+    );
+    assert!(
+        response.error.contains("line 4"),
+        "raise line: {}",
+        response.error
+    );
+    assert!(
+        response.error.contains("raise ValueError('bad value')"),
+        "source line shown: {}",
+        response.error
+    );
+    assert!(
+        !response.error.contains("qntx_runtime"),
+        "no runtime frames: {}",
+        response.error
+    );
     assert_eq!(response.output, "before\n");
     let object = result_object(&response);
     assert_eq!(object["success"], json!(false));
@@ -71,18 +95,37 @@ async fn each_run_gets_a_fresh_main_namespace_with_warm_modules() {
     let plugin = Plugin::start(&["--workers", "1"]);
     let mut client = plugin.python().await;
 
-    let response = execute(&mut client, "import json, sys\nsys.modules['json'].marker = 'warm'\nleftover = 1\n__name__").await;
+    let response = execute(
+        &mut client,
+        "import json, sys\nsys.modules['json'].marker = 'warm'\nleftover = 1\n__name__",
+    )
+    .await;
     assert_eq!(result_object(&response)["result"], json!("__main__"));
 
-    let response = execute(&mut client, "import json\n[json.marker, 'leftover' in globals()]").await;
-    assert_eq!(result_object(&response)["result"], json!(["warm", false]), "{response:?}");
+    let response = execute(
+        &mut client,
+        "import json\n[json.marker, 'leftover' in globals()]",
+    )
+    .await;
+    assert_eq!(
+        result_object(&response)["result"],
+        json!(["warm", false]),
+        "{response:?}"
+    );
 
-    let response = execute(&mut client, "ran = False\nif __name__ == '__main__':\n    ran = True\nran").await;
+    let response = execute(
+        &mut client,
+        "ran = False\nif __name__ == '__main__':\n    ran = True\nran",
+    )
+    .await;
     assert_eq!(result_object(&response)["result"], json!(true));
 
     // Classes defined by a program work with tools that look up their module (dataclasses).
     let code = "from dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\nP(3)";
-    assert_eq!(result_object(&execute(&mut client, code).await)["result"], json!({"x": 3}));
+    assert_eq!(
+        result_object(&execute(&mut client, code).await)["result"],
+        json!({"x": 3})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +143,10 @@ async fn upstream_and_glyph_id_reach_the_program() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(result_object(&response)["result"], json!(["pump-12", 3.25, "glyph-7"]));
+    assert_eq!(
+        result_object(&response)["result"],
+        json!(["pump-12", 3.25, "glyph-7"])
+    );
 
     let response = execute(&mut client, "upstream is None").await;
     assert_eq!(result_object(&response)["result"], json!(true));
@@ -113,11 +159,18 @@ async fn bad_input_is_invalid_argument_with_a_message() {
 
     for code in ["", "   \n"] {
         let status = client
-            .execute(PythonExecuteRequest { code: code.into(), ..Default::default() })
+            .execute(PythonExecuteRequest {
+                code: code.into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("code is empty"), "{}", status.message());
+        assert!(
+            status.message().contains("code is empty"),
+            "{}",
+            status.message()
+        );
     }
 
     let status = client
@@ -129,7 +182,13 @@ async fn bad_input_is_invalid_argument_with_a_message() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("upstream_attestation is not valid JSON"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains("upstream_attestation is not valid JSON"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

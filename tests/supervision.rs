@@ -6,7 +6,9 @@ mod plugin;
 use std::time::{Duration, Instant};
 
 use plugin::{execute, health_detail, result_object, wait_ready, Plugin};
-use qntx_python_plugin::proto::{Empty, ExecuteJobRequest, InitializeRequest, PythonExecuteRequest};
+use qntx_python_plugin::proto::{
+    Empty, ExecuteJobRequest, InitializeRequest, PythonExecuteRequest,
+};
 use serde_json::json;
 use tonic::Code;
 
@@ -15,7 +17,10 @@ async fn configure(plugin: &Plugin, pairs: &[(&str, &str)]) {
     let mut client = plugin.domain().await;
     client
         .initialize(InitializeRequest {
-            config: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         })
         .await
@@ -30,21 +35,43 @@ async fn an_endless_loop_is_interrupted_at_its_deadline_and_the_worker_is_kept()
     let mut client = plugin.python().await;
 
     let started = Instant::now();
-    let response = execute(&mut client, "print('spinning', flush=True)\nwhile True:\n    pass").await;
+    let response = execute(
+        &mut client,
+        "print('spinning', flush=True)\nwhile True:\n    pass",
+    )
+    .await;
     let took = started.elapsed();
     assert!(!response.success);
-    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert!(
+        response.error.contains("timed out after 1 s"),
+        "{}",
+        response.error
+    );
     assert!(response.error.contains("interrupted"), "{}", response.error);
-    assert_eq!(response.output, "spinning\n", "output before the deadline is kept");
-    assert!(took < Duration::from_secs(3), "answered {took:?} after the call");
+    assert_eq!(
+        response.output, "spinning\n",
+        "output before the deadline is kept"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "answered {took:?} after the call"
+    );
 
     let response = execute(&mut client, "'still serving'").await;
     assert_eq!(result_object(&response)["result"], json!("still serving"));
-    assert_eq!(health_detail(&plugin, "worker_restarts").await, "0", "a plain interrupt keeps the worker");
+    assert_eq!(
+        health_detail(&plugin, "worker_restarts").await,
+        "0",
+        "a plain interrupt keeps the worker"
+    );
 
     // time.sleep is woken by the interrupt too.
     let response = execute(&mut client, "import time\ntime.sleep(60)").await;
-    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert!(
+        response.error.contains("timed out after 1 s"),
+        "{}",
+        response.error
+    );
     assert_eq!(health_detail(&plugin, "worker_restarts").await, "0");
 }
 
@@ -60,7 +87,11 @@ async fn a_program_that_ignores_the_interrupt_is_killed_and_replaced() {
     let started = Instant::now();
     let response = execute(&mut client, code).await;
     assert!(!response.success);
-    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert!(
+        response.error.contains("timed out after 1 s"),
+        "{}",
+        response.error
+    );
     assert!(response.error.contains("killed"), "{}", response.error);
     assert!(started.elapsed() < Duration::from_secs(5));
 
@@ -91,7 +122,11 @@ async fn job_timeout_secs_wins_over_the_configured_default() {
         .unwrap()
         .into_inner();
     assert!(!response.success);
-    assert!(response.error.contains("timed out after 1 s"), "{}", response.error);
+    assert!(
+        response.error.contains("timed out after 1 s"),
+        "{}",
+        response.error
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -99,13 +134,19 @@ async fn job_timeout_secs_wins_over_the_configured_default() {
 async fn the_grpc_deadline_bounds_a_run() {
     let plugin = Plugin::start(&["--workers", "1"]);
     let mut client = plugin.python().await;
-    let mut request = tonic::Request::new(PythonExecuteRequest { code: "while True: pass".into(), ..Default::default() });
+    let mut request = tonic::Request::new(PythonExecuteRequest {
+        code: "while True: pass".into(),
+        ..Default::default()
+    });
     request.set_timeout(Duration::from_secs(2));
     let started = Instant::now();
     let outcome = client.execute(request).await;
     // Either our timeout answer or the client's own deadline, but never a hang.
     match outcome {
-        Ok(response) => assert!(response.into_inner().error.contains("timed out"), "expected a timeout"),
+        Ok(response) => assert!(
+            response.into_inner().error.contains("timed out"),
+            "expected a timeout"
+        ),
         Err(status) => assert_eq!(status.code(), Code::DeadlineExceeded),
     }
     assert!(started.elapsed() < Duration::from_secs(4));
@@ -134,7 +175,11 @@ async fn a_caller_that_goes_away_cancels_its_run() {
     let started = Instant::now();
     let response = execute(&mut client, "'free'").await;
     assert_eq!(result_object(&response)["result"], json!("free"));
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +190,11 @@ async fn crashes_name_their_cause_and_the_pool_recovers() {
 
     let response = execute(&mut client, "import os\nos._exit(7)").await;
     assert!(!response.success);
-    assert!(response.error.contains("exited with status 7"), "{}", response.error);
+    assert!(
+        response.error.contains("exited with status 7"),
+        "{}",
+        response.error
+    );
 
     let response = execute(&mut client, "import ctypes\nctypes.string_at(0)").await;
     assert!(!response.success);
@@ -166,7 +215,11 @@ async fn a_worker_over_the_memory_limit_is_killed_with_a_clear_error() {
     let code = "import time\nblocks = []\nwhile True:\n    blocks.append(b'x' * (16 * 1024 * 1024))\n    time.sleep(0.01)";
     let response = execute(&mut client, code).await;
     assert!(!response.success);
-    assert!(response.error.contains("memory limit of 200 MiB"), "{}", response.error);
+    assert!(
+        response.error.contains("memory limit of 200 MiB"),
+        "{}",
+        response.error
+    );
 
     let response = execute(&mut client, "len(b'x' * (50 * 1024 * 1024))").await;
     assert_eq!(result_object(&response)["result"], json!(52428800));
@@ -182,9 +235,16 @@ async fn fifty_megabytes_of_output_are_capped_with_a_marker() {
     assert!(response.success, "{}", response.error);
     let limit = 1024 * 1024;
     assert!(response.output.starts_with(&"y".repeat(1023)));
-    assert!(response.output.len() < limit + 200, "output is {} bytes", response.output.len());
     assert!(
-        response.output.ends_with(&format!("[output truncated: {} more bytes not shown (max_output_bytes = {limit})]\n", 50 * 1024 * 1024 - limit)),
+        response.output.len() < limit + 200,
+        "output is {} bytes",
+        response.output.len()
+    );
+    assert!(
+        response.output.ends_with(&format!(
+            "[output truncated: {} more bytes not shown (max_output_bytes = {limit})]\n",
+            50 * 1024 * 1024 - limit
+        )),
         "marker: {}",
         &response.output[response.output.len() - 120..]
     );
@@ -243,14 +303,24 @@ async fn a_full_queue_answers_resource_exhausted() {
     }
     let status = client
         .clone()
-        .execute(PythonExecuteRequest { code: "1".into(), ..Default::default() })
+        .execute(PythonExecuteRequest {
+            code: "1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("runs are already waiting"), "{}", status.message());
+    assert!(
+        status.message().contains("runs are already waiting"),
+        "{}",
+        status.message()
+    );
 
     assert!(busy.await.unwrap().error.contains("timed out"));
-    assert_eq!(result_object(&queued.await.unwrap())["result"], json!("queued"));
+    assert_eq!(
+        result_object(&queued.await.unwrap())["result"],
+        json!("queued")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -279,7 +349,10 @@ async fn health_answers_in_milliseconds_while_every_worker_spins() {
         assert_eq!(health.details["workers_busy"], "2");
     }
     // Functional bound, not a benchmark: an answer that waited on Python would take seconds.
-    assert!(slowest < Duration::from_millis(500), "slowest Health took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest Health took {slowest:?}"
+    );
     for spinner in spinners {
         spinner.abort();
     }

@@ -34,7 +34,11 @@ pub struct Launch {
 
 impl Default for Launch {
     fn default() -> Self {
-        Self { executable_name: "qntx-python-plugin".into(), args: vec!["--port".into(), "0".into()], env: Vec::new() }
+        Self {
+            executable_name: "qntx-python-plugin".into(),
+            args: vec!["--port".into(), "0".into()],
+            env: Vec::new(),
+        }
     }
 }
 
@@ -74,7 +78,9 @@ fn spawn_retrying_busy(command: &mut Command) -> Child {
     for _ in 0..50 {
         match command.spawn() {
             Ok(child) => return child,
-            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(20)),
+            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(error) => panic!("start the plugin: {error}"),
         }
     }
@@ -89,7 +95,11 @@ impl Plugin {
     pub fn launch(launch: Launch) -> Self {
         let (dir, path) = installed_copy(&launch.executable_name);
         let mut command = Command::new(&path);
-        command.args(&launch.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command
+            .args(&launch.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         for (key, value) in &launch.env {
             command.env(key, value);
         }
@@ -105,15 +115,25 @@ impl Plugin {
                 let Ok(line) = line else { break };
                 if let Some(port) = line.trim().strip_prefix("QNTX_PLUGIN_PORT=") {
                     if let Some(tx) = port_tx.take() {
-                        let _ = tx.send((port.parse::<u16>().expect("port number"), started.elapsed()));
+                        let _ =
+                            tx.send((port.parse::<u16>().expect("port number"), started.elapsed()));
                         continue;
                     }
                 }
                 collected.lock().unwrap().push(line);
             }
         });
-        let (port, port_line_after) = port_rx.recv_timeout(Duration::from_secs(10)).expect("QNTX_PLUGIN_PORT line within 10 s");
-        Self { child, port, stdout: lines, started, port_line_after, _dir: dir }
+        let (port, port_line_after) = port_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("QNTX_PLUGIN_PORT line within 10 s");
+        Self {
+            child,
+            port,
+            stdout: lines,
+            started,
+            port_line_after,
+            _dir: dir,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -124,7 +144,11 @@ impl Plugin {
         let endpoint = format!("http://127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match Channel::from_shared(endpoint.clone()).unwrap().connect().await {
+            match Channel::from_shared(endpoint.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
                 Ok(channel) => return channel,
                 Err(error) if Instant::now() > deadline => panic!("cannot connect: {error}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -133,7 +157,8 @@ impl Plugin {
     }
 
     pub async fn domain(&self) -> DomainPluginServiceClient<Channel> {
-        DomainPluginServiceClient::new(self.channel().await).max_decoding_message_size(128 * 1024 * 1024)
+        DomainPluginServiceClient::new(self.channel().await)
+            .max_decoding_message_size(128 * 1024 * 1024)
     }
 
     pub async fn python(&self) -> PythonServiceClient<Channel> {
@@ -169,9 +194,15 @@ impl Drop for Plugin {
 }
 
 /// One Execute call.
-pub async fn execute(client: &mut PythonServiceClient<Channel>, code: &str) -> PythonExecuteResponse {
+pub async fn execute(
+    client: &mut PythonServiceClient<Channel>,
+    code: &str,
+) -> PythonExecuteResponse {
     client
-        .execute(PythonExecuteRequest { code: code.into(), ..Default::default() })
+        .execute(PythonExecuteRequest {
+            code: code.into(),
+            ..Default::default()
+        })
         .await
         .expect("Execute answered")
         .into_inner()
@@ -187,17 +218,28 @@ pub async fn wait_ready(plugin: &Plugin) {
     let mut client = plugin.domain().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let health = client.health(qntx_python_plugin::proto::Empty {}).await.unwrap().into_inner();
+        let health = client
+            .health(qntx_python_plugin::proto::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
         if health.details.get("workers_ready") == health.details.get("workers_total") {
             return;
         }
-        assert!(Instant::now() < deadline, "workers never became ready: {health:?}");
+        assert!(
+            Instant::now() < deadline,
+            "workers never became ready: {health:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 pub async fn health_detail(plugin: &Plugin, key: &str) -> String {
     let mut client = plugin.domain().await;
-    let health = client.health(qntx_python_plugin::proto::Empty {}).await.unwrap().into_inner();
+    let health = client
+        .health(qntx_python_plugin::proto::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
     health.details.get(key).cloned().unwrap_or_default()
 }
