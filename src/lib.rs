@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod env_vars;
+pub mod host;
 pub mod identity;
 pub mod ipc;
 pub mod logging;
