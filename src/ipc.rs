@@ -30,7 +30,7 @@ pub enum FrameError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
-    Run(RunRequest),
+    Run(Box<RunRequest>),
     /// Raise KeyboardInterrupt in the run with this id, if it is still the current one.
     Interrupt {
         run_id: u64,
@@ -39,6 +39,30 @@ pub enum ToWorker {
     CheckModules {
         modules: Vec<String>,
     },
+    /// Read the declarations of handler scripts with `ast` (nothing is executed).
+    Declare {
+        scripts: Vec<Script>,
+    },
+}
+
+/// What a worker needs to reach the host for a run's `qntx` API calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAccess {
+    pub ats_store: String,
+    pub queue: String,
+    pub schedule: String,
+    pub fetch: String,
+    pub auth_token: String,
+    pub plugin_name: String,
+    pub plugin_version: String,
+}
+
+/// A saved handler to run: its key (the attestation subject) and, when a watcher or schedule
+/// names one, the function to call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandlerEntry {
+    pub key: String,
+    pub function: Option<String>,
 }
 
 /// One program to run in a fresh `__main__` namespace.
@@ -55,6 +79,9 @@ pub struct RunRequest {
     pub max_output_bytes: usize,
     /// Put at the front of `sys.path` for this run only, first listed searched first.
     pub python_paths: Vec<String>,
+    /// Set for saved handlers: after the module runs, its entry function is called.
+    pub handler: Option<HandlerEntry>,
+    pub host: Option<HostAccess>,
 }
 
 /// What a worker reports.
@@ -71,6 +98,10 @@ pub enum FromWorker {
     Done(RunOutput),
     ModulesChecked {
         modules: Vec<ModuleCheck>,
+    },
+    /// One answer per script, in order: JSON of its declarations, or why they cannot be read.
+    Declared {
+        results: Vec<Result<String, String>>,
     },
 }
 
@@ -101,6 +132,12 @@ pub struct RunOutput {
 pub struct CapturedStream {
     pub text: String,
     pub dropped_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Script {
+    pub key: String,
+    pub code: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

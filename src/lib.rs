@@ -1,6 +1,7 @@
 //! qntx-python-plugin: QNTX's Python provider. The supervisor serves gRPC and runs no Python;
 //! worker processes of this same binary embed CPython and run one program at a time.
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod env_vars;

@@ -115,7 +115,6 @@ async fn initialize_is_reentrant_and_applies_new_config() {
     let mut client = plugin.domain().await;
     let mut python = plugin.python().await;
     let request = |config: &[(&str, &str)]| InitializeRequest {
-        ats_store_endpoint: "127.0.0.1:1".into(),
         auth_token: "a".repeat(64),
         config: config
             .iter()
@@ -126,7 +125,10 @@ async fn initialize_is_reentrant_and_applies_new_config() {
 
     let first = client.initialize(request(&[])).await.unwrap().into_inner();
     assert!(first.python_provider);
-    assert_eq!(first.handler_names, vec!["python.script"]);
+    assert_eq!(
+        first.handler_names,
+        vec!["python.script", "python.__reload"]
+    );
     assert!(first.http_routes.iter().any(|r| r.path == "/execute"));
 
     let second = client
@@ -325,8 +327,13 @@ async fn script_jobs_return_output_and_log_entries_on_success_and_failure() {
 async fn bad_jobs_fail_with_a_message_that_says_what_was_wrong() {
     let plugin = Plugin::start(&["--workers", "1"]);
     let mut client = plugin.domain().await;
-    let cases: [(&str, &[u8], &str); 4] = [
-        ("python.nope", b"{}", "unknown handler 'python.nope'"),
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("python.nope", b"{}", "unknown handler 'nope'"),
+        (
+            "bio.thing",
+            b"{}",
+            "unknown handler 'bio.thing': plugin 'python' handles python.script",
+        ),
         (
             "python.script",
             b"not json",

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::ipc::{CapturedStream, ModuleCheck, RunOutput};
+use crate::ipc::{
+    CapturedStream, FromWorker, HandlerEntry, HostAccess, ModuleCheck, RunOutput, Script, ToWorker,
+};
 pub use process::{SpawnError, WorkerCommand, WorkerProcess};
 
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct RunSpec {
     /// A worker whose resident memory passes this during the run is killed.
     pub memory_limit_bytes: Option<u64>,
     pub python_paths: Vec<String>,
+    pub handler: Option<HandlerEntry>,
+    pub host: Option<HostAccess>,
 }
 
 /// How a run ended, from the supervisor's point of view.
@@ -95,7 +99,7 @@ pub enum PoolError {
 }
 
 enum Work {
-    Run(RunSpec),
+    Run(Box<RunSpec>),
     CheckModules(Vec<String>),
 }
 
@@ -173,7 +177,7 @@ impl Pool {
     }
 
     pub async fn run(&self, spec: RunSpec) -> Result<RunOutcome, PoolError> {
-        match self.submit(Work::Run(spec)).await? {
+        match self.submit(Work::Run(Box::new(spec))).await? {
             WorkResult::Run(outcome) => Ok(outcome),
             WorkResult::Modules(_) => Err(PoolError::WorkerUnavailable("unexpected reply".into())),
         }
@@ -183,6 +187,29 @@ impl Pool {
         match self.submit(Work::CheckModules(modules)).await? {
             WorkResult::Modules(report) => Ok(report),
             WorkResult::Run(_) => Err(PoolError::WorkerUnavailable("unexpected reply".into())),
+        }
+    }
+
+    /// Reads handler scripts' declarations in a worker process of their own, so a catalog
+    /// read never waits behind running programs (Initialize must answer within seconds).
+    pub async fn declare(
+        &self,
+        scripts: Vec<Script>,
+    ) -> Result<Vec<Result<String, String>>, PoolError> {
+        let unavailable = |e: &dyn std::fmt::Display| PoolError::WorkerUnavailable(e.to_string());
+        let mut worker = WorkerProcess::spawn(&self.config.worker, self.config.startup_timeout)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        worker
+            .send(&ToWorker::Declare { scripts })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        match worker.next().await {
+            Ok(FromWorker::Declared { results }) => Ok(results),
+            Ok(_) => Err(PoolError::WorkerUnavailable(
+                "unexpected answer to Declare".into(),
+            )),
+            Err(error) => Err(unavailable(&error)),
         }
     }
 

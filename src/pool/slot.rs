@@ -89,7 +89,7 @@ impl Slot {
             self.stats.workers_busy.fetch_add(1, Ordering::Relaxed);
             let result = match job.work {
                 Work::Run(spec) => self
-                    .execute(spec, &mut job.reply)
+                    .execute(*spec, &mut job.reply)
                     .await
                     .map(WorkResult::Run),
                 Work::CheckModules(ref modules) => self
@@ -173,12 +173,14 @@ impl Slot {
             glyph_id: spec.glyph_id,
             max_output_bytes: spec.max_output_bytes,
             python_paths: spec.python_paths,
+            handler: spec.handler,
+            host: spec.host,
         };
         let started = Instant::now();
         let Some(worker) = self.worker.as_mut() else {
             return Err(PoolError::WorkerUnavailable("no worker".into()));
         };
-        if worker.send(&ToWorker::Run(request)).await.is_err() {
+        if worker.send(&ToWorker::Run(Box::new(request))).await.is_err() {
             return Ok(RunOutcome::WorkerDied {
                 cause: self.worker_died().await,
             });

@@ -8,11 +8,16 @@ use std::sync::{Arc, PoisonError};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{deadline, http, jobs, HostEndpoints, Plugin};
+use super::{deadline, handler_jobs, http, jobs, Plugin};
+use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::host::{Endpoints, HostLink};
 use crate::identity::VERSION;
 use crate::proto::domain_plugin_service_server::DomainPluginService;
 use crate::proto::*;
+
+/// Initialize must answer well within the host's 10 s config-change deadline.
+const DISCOVERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub struct Domain {
     plugin: Arc<Plugin>,
@@ -104,34 +109,71 @@ impl DomainPluginService for Domain {
         request: Request<InitializeRequest>,
     ) -> Result<Response<InitializeResponse>, Status> {
         let request = request.into_inner();
-        // Parse everything first: a bad config changes nothing.
+        let plugin = &self.plugin;
+        // Everything is read before anything is applied: a failed Initialize changes nothing.
         let settings = Settings::from_config(&request.config)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let endpoints = HostEndpoints {
+        let link = HostLink::connect(&Endpoints {
             ats_store: request.ats_store_endpoint,
             queue: request.queue_endpoint,
             schedule: request.schedule_endpoint,
             fetch: request.fetch_endpoint,
             auth_token: request.auth_token,
+        });
+        let discovered = tokio::time::timeout(
+            DISCOVERY_BUDGET,
+            Catalog::discover(&plugin.name, &link, &plugin.pool),
+        )
+        .await;
+        let catalog = match discovered {
+            Ok(Ok(discovered)) => {
+                handler_jobs::record_faults(
+                    link.clone(),
+                    plugin.name.clone(),
+                    discovered.new_faults,
+                );
+                discovered.catalog
+            }
+            failed => {
+                let reason = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {DISCOVERY_BUDGET:?}"),
+                };
+                // Declaring nothing would make the host prune every schedule and watcher.
+                if !plugin.catalog_read.load(Ordering::Relaxed) {
+                    return Err(Status::unavailable(format!(
+                        "cannot read the handler catalog: {reason}"
+                    )));
+                }
+                tracing::warn!(%reason, "cannot read the handler catalog; keeping the last good one");
+                (*plugin.catalog()).clone()
+            }
         };
-        *self
-            .plugin
+
+        *plugin
             .settings
             .write()
             .unwrap_or_else(PoisonError::into_inner) = settings;
-        *self
-            .plugin
-            .host
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(endpoints);
-        self.plugin.initialized.store(true, Ordering::Relaxed);
-        tracing::info!(config_keys = request.config.len(), "initialized");
-        Ok(Response::new(InitializeResponse {
-            handler_names: vec![jobs::script_handler(&self.plugin.name)],
+        *plugin.host.write().unwrap_or_else(PoisonError::into_inner) = Some(link);
+        let response = InitializeResponse {
+            handler_names: catalog.handler_names(&plugin.name),
+            schedules: catalog.schedules(&plugin.name),
+            watchers: catalog.watchers(&plugin.name),
             python_provider: true,
             http_routes: http::routes(),
             ..Default::default()
-        }))
+        };
+        tracing::info!(
+            handlers = catalog.len(),
+            faulted = catalog.faulted.len(),
+            config_keys = request.config.len(),
+            "initialized"
+        );
+        plugin.set_catalog(catalog);
+        plugin.catalog_read.store(true, Ordering::Relaxed);
+        // The host (re)creates its schedules from this answer; ids are learned afresh.
+        plugin.schedule_ids.lock().await.clear();
+        Ok(Response::new(response))
     }
 
     async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

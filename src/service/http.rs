@@ -126,6 +126,7 @@ async fn execute(plugin: &Plugin, body: &[u8]) -> HttpResponse {
         filename: "<execute>".into(),
         upstream_json,
         glyph_id: body.glyph_id,
+        handler: None,
     };
     run(plugin, program, timeout).await
 }
@@ -142,6 +143,7 @@ async fn evaluate(plugin: &Plugin, body: &[u8]) -> HttpResponse {
         filename: "<evaluate>".into(),
         upstream_json: None,
         glyph_id: String::new(),
+        handler: None,
     };
     run(plugin, program, None).await
 }

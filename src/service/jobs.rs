@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::execution::Execution;
-use super::{Plugin, Program};
+use super::{handler_jobs, Plugin, Program};
+use crate::catalog::naming::{self, Route};
 use crate::identity::VERSION;
 use crate::proto::{ExecuteJobRequest, ExecuteJobResponse, JobLogEntry};
 
@@ -20,10 +21,6 @@ struct ScriptPayload {
     upstream: Option<serde_json::Value>,
 }
 
-pub fn script_handler(plugin_name: &str) -> String {
-    format!("{plugin_name}.script")
-}
-
 pub async fn execute_job(
     plugin: &Plugin,
     request: ExecuteJobRequest,
@@ -34,7 +31,24 @@ pub async fn execute_job(
         .filter(|secs| *secs > 0)
         .map(|secs| Duration::from_secs(secs as u64))
         .or(call_deadline);
-    let program = match program_for(plugin, &request) {
+    let catalog = plugin.catalog();
+    let known = |key: &str| catalog.handlers.contains_key(key) || catalog.faulted.contains_key(key);
+    let program = match naming::route(&plugin.name, &request.handler_name, known) {
+        Route::Script => script_program(&request),
+        Route::Reload => return handler_jobs::reload(plugin).await,
+        Route::Handler { key, function } => {
+            handler_jobs::program(plugin, &catalog, key, function, &request.payload).await
+        }
+        Route::Foreign => Err(format!(
+            "unknown handler '{}': plugin '{}' handles {}, {} and {}.<handler>",
+            request.handler_name,
+            plugin.name,
+            naming::builtin(&plugin.name, naming::SCRIPT),
+            naming::builtin(&plugin.name, naming::RELOAD),
+            plugin.name
+        )),
+    };
+    let program = match program {
         Ok(program) => program,
         Err(error) => return failure(error),
     };
@@ -44,15 +58,9 @@ pub async fn execute_job(
     }
 }
 
-fn program_for(plugin: &Plugin, request: &ExecuteJobRequest) -> Result<Program, String> {
+/// `<name>.script`: the payload carries the code.
+fn script_program(request: &ExecuteJobRequest) -> Result<Program, String> {
     let handler = request.handler_name.as_str();
-    if handler != script_handler(&plugin.name) {
-        return Err(format!(
-            "unknown handler '{handler}': plugin '{}' handles {}",
-            plugin.name,
-            script_handler(&plugin.name)
-        ));
-    }
     let payload: ScriptPayload = serde_json::from_slice(&request.payload).map_err(|e| {
         format!(
             "{handler}: the payload must be a JSON object {{\"content\": \"<python code>\"}}: {e}"
@@ -73,10 +81,11 @@ fn program_for(plugin: &Plugin, request: &ExecuteJobRequest) -> Result<Program, 
         filename: format!("<job {}>", request.job_id),
         upstream_json,
         glyph_id: String::new(),
+        handler: None,
     })
 }
 
-fn failure(error: String) -> ExecuteJobResponse {
+pub(super) fn failure(error: String) -> ExecuteJobResponse {
     let entry = log_entry(
         crate::time::now_rfc3339(),
         "error",
@@ -92,7 +101,7 @@ fn failure(error: String) -> ExecuteJobResponse {
     }
 }
 
-fn answer(execution: Execution) -> ExecuteJobResponse {
+pub(super) fn answer(execution: Execution) -> ExecuteJobResponse {
     let now = crate::time::now_rfc3339();
     let mut log_entries = Vec::new();
     for (text, level, stage) in [

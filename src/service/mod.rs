@@ -3,29 +3,24 @@
 mod deadline;
 pub mod domain;
 pub mod execution;
+mod handler_jobs;
 pub mod http;
 mod jobs;
 pub mod python;
 
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::host::HostLink;
+use crate::ipc::{HandlerEntry, HostAccess};
 use crate::pool::{Pool, PoolError, RunSpec};
 use execution::Execution;
-
-/// What Initialize stored: where the host's services are, and the token for them.
-#[derive(Debug, Clone, Default)]
-pub struct HostEndpoints {
-    pub ats_store: String,
-    pub queue: String,
-    pub schedule: String,
-    pub fetch: String,
-    pub auth_token: String,
-}
 
 /// Packages the variant declares and how their import went (for Health).
 #[derive(Debug, Clone, Default)]
@@ -39,9 +34,14 @@ pub struct Plugin {
     pub started: Instant,
     pub pool: Arc<Pool>,
     pub settings: RwLock<Settings>,
-    pub host: RwLock<Option<HostEndpoints>>,
+    /// The link to the host's services, from the latest Initialize.
+    pub host: RwLock<Option<HostLink>>,
+    pub catalog: RwLock<Arc<Catalog>>,
+    /// Serialises catalog reloads and holds the schedule ids they learned.
+    pub schedule_ids: tokio::sync::Mutex<HashMap<String, String>>,
     pub environment: RwLock<Option<EnvironmentReport>>,
-    pub initialized: std::sync::atomic::AtomicBool,
+    /// Whether a catalog read ever succeeded (until then a failed read fails Initialize).
+    pub catalog_read: std::sync::atomic::AtomicBool,
     pub shutdown: CancellationToken,
 }
 
@@ -51,6 +51,7 @@ pub struct Program {
     pub filename: String,
     pub upstream_json: Option<String>,
     pub glyph_id: String,
+    pub handler: Option<HandlerEntry>,
 }
 
 impl Plugin {
@@ -61,8 +62,10 @@ impl Plugin {
             pool,
             settings: RwLock::new(Settings::default()),
             host: RwLock::new(None),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            schedule_ids: tokio::sync::Mutex::new(HashMap::new()),
             environment: RwLock::new(None),
-            initialized: std::sync::atomic::AtomicBool::new(false),
+            catalog_read: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         })
     }
@@ -72,6 +75,36 @@ impl Plugin {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    pub fn host(&self) -> Option<HostLink> {
+        self.host
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn set_catalog(&self, catalog: Catalog) {
+        *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(catalog);
+    }
+
+    /// What a worker needs to reach the host for the `qntx` API.
+    fn host_access(&self) -> Option<HostAccess> {
+        let link = self.host()?;
+        let endpoints = link.endpoints();
+        Some(HostAccess {
+            ats_store: endpoints.ats_store.clone(),
+            queue: endpoints.queue.clone(),
+            schedule: endpoints.schedule.clone(),
+            fetch: endpoints.fetch.clone(),
+            auth_token: endpoints.auth_token.clone(),
+            plugin_name: self.name.clone(),
+            plugin_version: crate::identity::VERSION.into(),
+        })
     }
 
     /// Runs a program under the current settings, with `timeout` or the configured default.
@@ -90,6 +123,8 @@ impl Plugin {
             timeout: timeout.unwrap_or(settings.timeout),
             memory_limit_bytes: settings.memory_limit_bytes,
             python_paths: settings.python_paths.clone(),
+            handler: program.handler,
+            host: self.host_access(),
         };
         let started = Instant::now();
         let outcome = self.pool.run(spec).await?;

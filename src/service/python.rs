@@ -38,6 +38,7 @@ impl PythonService for PythonApi {
             filename: "<execute>".into(),
             upstream_json,
             glyph_id: request.glyph_id,
+            handler: None,
         };
         let execution = self.plugin.execute(program, timeout).await?;
         Ok(Response::new(PythonExecuteResponse {

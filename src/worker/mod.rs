@@ -5,6 +5,7 @@
 //! capture threads drain fds 1 and 2.
 
 mod capture;
+mod host_bridge;
 mod interrupt;
 mod runtime;
 
@@ -13,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
-use crate::ipc::{self, FromWorker, ModuleCheck, RunOutput, RunRequest, ToWorker};
+use crate::ipc::{self, FromWorker, RunOutput, ToWorker};
 use capture::StreamCapture;
 use interrupt::Interrupter;
 use runtime::Runtime;
@@ -35,12 +36,6 @@ pub enum WorkerError {
 
 pub struct WorkerOptions {
     pub python_env: Option<PathBuf>,
-}
-
-/// Work the main thread takes from the channel thread.
-enum Task {
-    Run(RunRequest),
-    CheckModules(Vec<String>),
 }
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
@@ -76,13 +71,13 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     let (tasks_tx, tasks) = mpsc::channel();
     spawn_channel_reader(channel, tasks_tx, Arc::clone(&interrupter))?;
 
+    // The channel thread forwards everything but interrupts, which it handles itself.
     while let Ok(task) = tasks.recv() {
         let reply = match task {
-            Task::Run(request) => {
+            ToWorker::Run(request) => {
                 stdout.begin(request.max_output_bytes);
                 stderr.begin(request.max_output_bytes);
-                let outcome = runtime.run(&request, &interrupter);
-                let (status, result_json, error) = outcome;
+                let (status, result_json, error) = runtime.run(&request, &interrupter);
                 FromWorker::Done(RunOutput {
                     run_id: request.run_id,
                     status,
@@ -92,9 +87,13 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
                     error,
                 })
             }
-            Task::CheckModules(modules) => FromWorker::ModulesChecked {
+            ToWorker::CheckModules { modules } => FromWorker::ModulesChecked {
                 modules: runtime.check_modules(&modules),
             },
+            ToWorker::Declare { scripts } => FromWorker::Declared {
+                results: runtime.declare(&scripts),
+            },
+            ToWorker::Interrupt { .. } => continue,
         };
         ipc::write_blocking(&mut writer, &reply)?;
     }
@@ -117,7 +116,7 @@ fn open_channel() -> Result<UnixStream, WorkerError> {
 
 fn spawn_channel_reader(
     mut channel: UnixStream,
-    tasks: mpsc::Sender<Task>,
+    tasks: mpsc::Sender<ToWorker>,
     interrupter: Arc<Interrupter>,
 ) -> Result<(), WorkerError> {
     std::thread::Builder::new()
@@ -125,13 +124,8 @@ fn spawn_channel_reader(
         .spawn(move || loop {
             match ipc::read_blocking::<ToWorker>(&mut channel) {
                 Ok(ToWorker::Interrupt { run_id }) => interrupter.interrupt(run_id),
-                Ok(ToWorker::Run(request)) => {
-                    if tasks.send(Task::Run(request)).is_err() {
-                        break;
-                    }
-                }
-                Ok(ToWorker::CheckModules { modules }) => {
-                    if tasks.send(Task::CheckModules(modules)).is_err() {
+                Ok(task) => {
+                    if tasks.send(task).is_err() {
                         break;
                     }
                 }
@@ -149,17 +143,4 @@ fn spawn_channel_reader(
         })
         .map_err(|e| WorkerError::Frame(ipc::FrameError::Io(e)))?;
     Ok(())
-}
-
-pub(crate) fn module_checks(
-    report: Vec<(String, Option<String>, Option<String>)>,
-) -> Vec<ModuleCheck> {
-    report
-        .into_iter()
-        .map(|(module, version, error)| ModuleCheck {
-            module,
-            version,
-            error,
-        })
-        .collect()
 }

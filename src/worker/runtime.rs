@@ -1,17 +1,25 @@
-//! The embedded interpreter and the calls into `qntx_runtime.py`.
+//! The embedded interpreter and the calls into the plugin's Python modules.
 
 use std::ffi::CString;
 
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
+use super::host_bridge;
 use super::interrupt::Interrupter;
-use crate::ipc::{ModuleCheck, RunRequest, RunStatus};
+use crate::ipc::{ModuleCheck, RunRequest, RunStatus, Script};
 
-const RUNTIME_SOURCE: &str = include_str!("python/qntx_runtime.py");
+/// The plugin's own Python modules, in import order (each may import the ones before it).
+const MODULES: &[(&str, &str)] = &[
+    ("qntx_values", include_str!("python/qntx_values.py")),
+    ("qntx_handlers", include_str!("python/qntx_handlers.py")),
+    ("qntx", include_str!("python/qntx.py")),
+    ("qntx_runtime", include_str!("python/qntx_runtime.py")),
+];
 
 pub struct Runtime {
-    module: Py<PyModule>,
+    runtime: Py<PyModule>,
+    handlers: Py<PyModule>,
     python_version: String,
 }
 
@@ -23,24 +31,39 @@ fn describe(py: Python<'_>, error: PyErr) -> String {
     format!("{traceback}{error}")
 }
 
+fn load<'py>(py: Python<'py>, name: &str, source: &str) -> PyResult<Bound<'py, PyModule>> {
+    let to_c = |text: &str| {
+        CString::new(text).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+    };
+    PyModule::from_code(
+        py,
+        &to_c(source)?,
+        &to_c(&format!("{name}.py"))?,
+        &to_c(name)?,
+    )
+}
+
 impl Runtime {
-    /// Initialises CPython on the calling (main) thread and loads the runtime module.
+    /// Initialises CPython on the calling (main) thread and loads the plugin's modules.
     pub fn start(environment: &str) -> Result<Self, String> {
         Python::initialize();
         Python::attach(|py| {
-            let load = || -> PyResult<(Py<PyModule>, String)> {
-                let source = CString::new(RUNTIME_SOURCE)
-                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-                let module = PyModule::from_code(py, &source, c"qntx_runtime.py", c"qntx_runtime")?;
-                let version: String = module.getattr("setup")?.call1((environment,))?.extract()?;
-                Ok((module.unbind(), version))
-            };
-            load()
-                .map(|(module, python_version)| Self {
-                    module,
+            let start = || -> PyResult<Self> {
+                host_bridge::register(py)?;
+                let mut loaded = Vec::new();
+                for (name, source) in MODULES {
+                    loaded.push(load(py, name, source)?);
+                }
+                let runtime = py.import("qntx_runtime")?;
+                let python_version: String =
+                    runtime.getattr("setup")?.call1((environment,))?.extract()?;
+                Ok(Self {
+                    runtime: runtime.unbind(),
+                    handlers: py.import("qntx_handlers")?.unbind(),
                     python_version,
                 })
-                .map_err(|e| e.to_string())
+            };
+            start().map_err(|e| e.to_string())
         })
     }
 
@@ -54,15 +77,22 @@ impl Runtime {
         request: &RunRequest,
         interrupter: &Interrupter,
     ) -> (RunStatus, String, Option<String>) {
+        host_bridge::set_access(request.host.clone());
+        let (handler_key, entry_function) = match &request.handler {
+            Some(entry) => (Some(entry.key.as_str()), entry.function.as_deref()),
+            None => (None, None),
+        };
         Python::attach(|py| {
             interrupter.begin_run(request.run_id);
-            let outcome = self.module.bind(py).getattr("run").and_then(|run| {
+            let outcome = self.runtime.bind(py).getattr("run").and_then(|run| {
                 run.call1((
                     &request.code,
                     &request.filename,
                     request.upstream_json.as_deref(),
                     &request.glyph_id,
                     request.python_paths.clone(),
+                    handler_key,
+                    entry_function,
                 ))?
                 .extract::<(String, String, Option<String>)>()
             });
@@ -89,12 +119,23 @@ impl Runtime {
 
     pub fn check_modules(&self, modules: &[String]) -> Vec<ModuleCheck> {
         Python::attach(|py| {
-            let report = self.module.bind(py).getattr("check_modules").and_then(|f| {
-                f.call1((modules.to_vec(),))?
-                    .extract::<Vec<(String, Option<String>, Option<String>)>>()
-            });
+            let report = self
+                .runtime
+                .bind(py)
+                .getattr("check_modules")
+                .and_then(|f| {
+                    f.call1((modules.to_vec(),))?
+                        .extract::<Vec<(String, Option<String>, Option<String>)>>()
+                });
             match report {
-                Ok(report) => super::module_checks(report),
+                Ok(report) => report
+                    .into_iter()
+                    .map(|(module, version, error)| ModuleCheck {
+                        module,
+                        version,
+                        error,
+                    })
+                    .collect(),
                 Err(e) => {
                     let error = describe(py, e);
                     modules
@@ -107,6 +148,28 @@ impl Runtime {
                         .collect()
                 }
             }
+        })
+    }
+
+    /// Reads each script's declarations with `ast`; nothing is executed.
+    pub fn declare(&self, scripts: &[Script]) -> Vec<Result<String, String>> {
+        Python::attach(|py| {
+            let declare = self.handlers.bind(py).getattr("declarations_json");
+            scripts
+                .iter()
+                .map(|script| {
+                    let filename = format!("<handler {}>", script.key);
+                    let answer = declare
+                        .as_ref()
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| f.call1((&script.code, filename)).map_err(|e| e.to_string()))
+                        .and_then(|r| r.extract::<(bool, String)>().map_err(|e| e.to_string()));
+                    match answer {
+                        Ok((true, declarations)) => Ok(declarations),
+                        Ok((false, reason)) | Err(reason) => Err(reason),
+                    }
+                })
+                .collect()
         })
     }
 }

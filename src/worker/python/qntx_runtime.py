@@ -5,25 +5,20 @@ program at a time in a fresh ``__main__`` namespace and turns its result into JS
 """
 
 import ast
-import base64
 import builtins
-import dataclasses
-import datetime
-import decimal
-import enum
-import fractions
 import io
 import json
 import linecache
-import math
-import os
 import pathlib
 import signal
 import site
 import sys
 import traceback
 import types
-import uuid
+
+import qntx
+from qntx_handlers import run_entry
+from qntx_values import to_json_text
 
 _STREAMS = {}
 
@@ -74,107 +69,30 @@ def setup(environment):
 
 
 # ---------------------------------------------------------------------------------------------
-# Values to JSON: one documented mapping, used for every result and attribute. It never fails:
-# anything it does not know becomes its repr().
-# ---------------------------------------------------------------------------------------------
-
-_MAX_DEPTH = 64
-
-
-def to_json_value(value, _depth=0, _seen=None):
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        # Integers beyond 64 bits become decimal strings: few JSON readers keep them exact.
-        value = int(value)
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
-    if _depth >= _MAX_DEPTH:
-        return "<nested too deeply>"
-    if _seen is None:
-        _seen = set()
-    if id(value) in _seen:
-        return "<cycle>"
-    nested = _depth + 1
-    try:
-        _seen.add(id(value))
-        if isinstance(value, dict):
-            return {_json_key(k): to_json_value(v, nested, _seen) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [to_json_value(v, nested, _seen) for v in value]
-        if isinstance(value, (set, frozenset)):
-            items = [to_json_value(v, nested, _seen) for v in value]
-            try:
-                return sorted(items)
-            except TypeError:
-                return items
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return base64.b64encode(bytes(value)).decode("ascii")
-        if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-            return value.isoformat()
-        if isinstance(value, datetime.timedelta):
-            return value.total_seconds()
-        if isinstance(value, enum.Enum):
-            return to_json_value(value.value, nested, _seen)
-        if isinstance(value, (decimal.Decimal, fractions.Fraction, uuid.UUID, pathlib.PurePath, complex)):
-            return str(value)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return to_json_value(dataclasses.asdict(value), nested, _seen)
-        # numpy scalars and arrays, pandas objects and similar expose these conversions.
-        for method in ("tolist", "to_dict", "item"):
-            convert = getattr(value, method, None)
-            if callable(convert) and not isinstance(value, type):
-                try:
-                    return to_json_value(convert(), nested, _seen)
-                except Exception:
-                    pass
-        return _safe_repr(value)
-    except Exception:
-        return _safe_repr(value)
-    finally:
-        _seen.discard(id(value))
-
-
-def _json_key(key):
-    if isinstance(key, str):
-        return key
-    converted = to_json_value(key)
-    return converted if isinstance(converted, str) else json.dumps(converted)
-
-
-def _safe_repr(value):
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__name__}>"
-
-
-def to_json_text(value):
-    try:
-        return json.dumps(to_json_value(value), ensure_ascii=False, allow_nan=False)
-    except Exception as exc:  # only reachable through a bug in the mapping above
-        return json.dumps(f"<result could not be encoded: {exc}>")
-
-
-# ---------------------------------------------------------------------------------------------
 # Running programs
 # ---------------------------------------------------------------------------------------------
 
-API = {}
-"""Names every program sees as globals (the qntx host API), filled in by the Rust side."""
+# Names every program sees as globals: the host API and the handler decorators.
+API = {name: getattr(qntx, name) for name in qntx.__all__}
+API["qntx"] = qntx
 
 
-def _format_exception(exc, skip_frames):
-    tb = exc.__traceback__
-    for _ in range(skip_frames):
-        if tb is not None:
-            tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+# Frames of the plugin's own modules are not the user's business.
+_INTERNAL_FILES = {"qntx_runtime.py", "qntx_handlers.py"}
+
+
+def _format_exception(exc):
+    report = traceback.TracebackException.from_exception(exc)
+    pending, seen = [report], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        kept = [frame for frame in current.stack if frame.filename not in _INTERNAL_FILES]
+        current.stack = traceback.StackSummary.from_list(kept)
+        pending.extend(c for c in (current.__cause__, current.__context__) if c is not None)
+    return "".join(report.format())
 
 
 def _compile(code, filename):
@@ -186,11 +104,17 @@ def _compile(code, filename):
     return compile(tree, filename, "exec"), trailing
 
 
-def run(code, filename, upstream_json, glyph_id, python_paths):
-    """Runs one program. Returns (status, result_json, error) with status ok/error/interrupted."""
+def run(code, filename, upstream_json, glyph_id, python_paths, handler_key, entry_function):
+    """Runs one program. Returns (status, result_json, error) with status ok/error/interrupted.
+
+    A plain program's value is ``_result`` if set, else its trailing expression. A handler
+    (``handler_key`` set) also calls its entry function after the module ran (see
+    ``qntx_handlers.run_entry``); then the value is ``_result``, else the entry's return value.
+    """
     _reset_process_state()
     # Configured paths go first, for this run only: they never accumulate across runs.
     sys.path[:0] = python_paths
+    qntx._run.update(handler=handler_key, glyph_id=glyph_id)
     # Tracebacks show the user's own lines, numbered as the user wrote them.
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     try:
@@ -202,25 +126,31 @@ def run(code, filename, upstream_json, glyph_id, python_paths):
         namespace = module.__dict__
         namespace.update(API)
         namespace["__builtins__"] = builtins
-        namespace["upstream"] = json.loads(upstream_json) if upstream_json is not None else None
+        upstream = json.loads(upstream_json) if upstream_json is not None else None
+        namespace["upstream"] = upstream
         namespace["glyph_id"] = glyph_id
         sys.modules["__main__"] = module
         try:
             exec(body, namespace)
             value = eval(trailing, namespace) if trailing is not None else None
+            if handler_key is not None:
+                called, returned = run_entry(namespace, entry_function, upstream)
+                if called:
+                    value = returned
         except SystemExit as exc:
             code_ = exc.code
             if code_ is None or code_ == 0:
                 return "ok", to_json_text(namespace.get("_result")), None
             return "error", "null", f"SystemExit: the program called sys.exit({code_!r})\n"
         except KeyboardInterrupt as exc:
-            return "interrupted", "null", _format_exception(exc, 1)
+            return "interrupted", "null", _format_exception(exc)
         except BaseException as exc:
-            return "error", "null", _format_exception(exc, 1)
+            return "error", "null", _format_exception(exc)
         result = namespace["_result"] if "_result" in namespace else value
         return "ok", to_json_text(result), None
     finally:
         _flush_streams()
+        qntx._run.update(handler=None, glyph_id="")
         linecache.cache.pop(filename, None)
         for path in python_paths:
             try:

@@ -1,0 +1,195 @@
+//! Jobs for saved handlers: finding the code to run (always the newest saved version) and
+//! reloading the catalog.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::jobs::{answer, failure};
+use super::{parse_upstream, Plugin, Program};
+use crate::catalog::discovery::{self, Version};
+use crate::catalog::{handler_filter, schedules, Catalog};
+use crate::host::HostLink;
+use crate::identity::VERSION;
+use crate::ipc::HandlerEntry;
+use crate::proto::{AttestationCommand, AttestationFilter, ExecuteJobResponse};
+
+/// The program for `<name>.<key>[@function]`.
+///
+/// A cheap freshness check asks the store for the handler's newest version, so an edit runs
+/// at once even before the reload watcher fires, and a handler saved after Initialize is found.
+/// If the host cannot answer, the catalog's copy runs.
+pub async fn program(
+    plugin: &Plugin,
+    catalog: &Catalog,
+    key: &str,
+    function: Option<&str>,
+    payload: &[u8],
+) -> Result<Program, String> {
+    let cached = catalog.handlers.get(key);
+    let newest = match plugin.host() {
+        Some(link) => newest_version(&link, &plugin.name, key).await,
+        None => Err("the plugin has not been initialized".to_owned()),
+    };
+    let code = match newest {
+        Ok(Some(Version::Code {
+            attestation_id,
+            code,
+        })) => {
+            // The very version the catalog found faulty: fail with its reason. A newer one runs.
+            match catalog.faulted.get(key) {
+                Some(fault) if fault.attestation_id.as_deref() == Some(attestation_id.as_str()) => {
+                    return Err(faulted(key, &fault.reason))
+                }
+                _ => code,
+            }
+        }
+        Ok(Some(Version::Faulted { reason })) => return Err(faulted(key, &reason)),
+        Ok(Some(Version::NoCode)) => {
+            return Err(format!(
+                "handler '{key}' has no code: its newest version has no 'code' attribute"
+            ))
+        }
+        Ok(None) => {
+            return Err(format!(
+                "unknown handler '{key}': no handler attestation with that subject in context '{}'",
+                plugin.name
+            ))
+        }
+        Err(reason) => match (cached, catalog.faulted.get(key)) {
+            (Some(handler), _) => {
+                tracing::debug!(%key, %reason, "freshness check failed; running the catalog's copy");
+                handler.code.clone()
+            }
+            (None, Some(fault)) => return Err(faulted(key, &fault.reason)),
+            (None, None) => {
+                return Err(format!(
+                    "unknown handler '{key}' (and the store could not be asked: {reason})"
+                ))
+            }
+        },
+    };
+    let upstream_json = parse_upstream(payload, "the job payload")?;
+    Ok(Program {
+        code,
+        filename: format!("<handler {key}>"),
+        upstream_json,
+        glyph_id: String::new(),
+        handler: Some(HandlerEntry {
+            key: key.to_owned(),
+            function: function.map(str::to_owned),
+        }),
+    })
+}
+
+fn faulted(key: &str, reason: &str) -> String {
+    format!("handler '{key}' is faulted until it is saved again: {reason}")
+}
+
+async fn newest_version(
+    link: &HostLink,
+    plugin: &str,
+    key: &str,
+) -> Result<Option<Version>, String> {
+    let filter = AttestationFilter {
+        subjects: vec![key.to_owned()],
+        limit: Some(1),
+        ..handler_filter(plugin)
+    };
+    let found = link.query(filter).await.map_err(|e| e.to_string())?;
+    // Exact subject only: the host's matching may ignore case.
+    Ok(found
+        .iter()
+        .find(|a| a.subjects.first().map(String::as_str) == Some(key))
+        .map(discovery::version_of))
+}
+
+/// Reads the catalog again; on success swaps it in and reconciles schedules, on failure keeps
+/// the last good one.
+pub async fn refresh(
+    plugin: &Plugin,
+    link: &HostLink,
+) -> Result<(Arc<Catalog>, schedules::Changes), String> {
+    let mut ids = plugin.schedule_ids.lock().await;
+    let discovered = Catalog::discover(&plugin.name, link, &plugin.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let old = plugin.catalog();
+    let changes = schedules::reconcile(
+        link,
+        &plugin.name,
+        &old.schedules(&plugin.name),
+        &discovered.catalog.schedules(&plugin.name),
+        &mut ids,
+    )
+    .await;
+    plugin.set_catalog(discovered.catalog);
+    record_faults(link.clone(), plugin.name.clone(), discovered.new_faults);
+    Ok((plugin.catalog(), changes))
+}
+
+/// `<name>.__reload`, fired by the plugin's own watcher when a handler is saved.
+pub async fn reload(plugin: &Plugin) -> ExecuteJobResponse {
+    let Some(link) = plugin.host() else {
+        return failure("reload: the plugin has not been initialized".into());
+    };
+    match refresh(plugin, &link).await {
+        Ok((catalog, changes)) => {
+            tracing::info!(
+                handlers = catalog.len(),
+                faulted = catalog.faulted.len(),
+                ?changes,
+                "catalog reloaded"
+            );
+            let result = json!({
+                "reloaded": catalog.len(),
+                "faulted": catalog.faulted.keys().collect::<Vec<_>>(),
+                "schedules": changes,
+            });
+            let mut response = answer(super::execution::Execution {
+                success: true,
+                stdout: String::new(),
+                stderr: String::new(),
+                result: result.clone(),
+                error: None,
+                duration_ms: 0,
+            });
+            response.result = result.to_string().into_bytes();
+            response
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reload failed; keeping the last good catalog");
+            failure(format!(
+                "reload failed, the last good catalog stays: {error}"
+            ))
+        }
+    }
+}
+
+/// Writes `handler:faulted` for handlers whose declarations cannot be read, in the background:
+/// a slow host must not hold up Initialize or a reload.
+pub fn record_faults(link: HostLink, plugin: String, faults: Vec<(String, String)>) {
+    if faults.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        for (key, reason) in faults {
+            let attributes = json!({"plugin": plugin, "handler": key, "reason": reason});
+            let command = AttestationCommand {
+                subjects: vec![key.clone()],
+                predicates: vec![discovery::FAULTED.into()],
+                contexts: vec![plugin.clone()],
+                attributes: attributes.as_object().map(crate::host::values::to_struct),
+                source: plugin.clone(),
+                source_version: VERSION.into(),
+                ..Default::default()
+            };
+            match link.attest(command).await {
+                Ok(_) => tracing::warn!(handler = %key, %reason, "handler faulted"),
+                Err(error) => {
+                    tracing::warn!(handler = %key, %error, "could not record the handler's fault")
+                }
+            }
+        }
+    });
+}
