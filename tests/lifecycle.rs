@@ -5,7 +5,7 @@ mod plugin;
 
 use std::time::{Duration, Instant};
 
-use plugin::{execute, installed_copy, result_object, wait_ready, Launch, Plugin};
+use plugin::{execute, installed_copy, result_object, wait_for_detail, wait_ready, Launch, Plugin};
 use qntx_python_plugin::proto::*;
 use serde_json::json;
 use tonic::Code;
@@ -31,6 +31,10 @@ async fn the_name_comes_from_the_flag_then_the_file_name_then_python() {
             .named("qntx-bio-plugin")
             .args(&["--name", "data"]),
     );
+    assert_eq!(metadata_name(&plugin).await, "data");
+
+    // A wrapper's flags can be overridden: the last value wins.
+    let plugin = Plugin::launch(Launch::default().args(&["--name", "bio", "--name", "data"]));
     assert_eq!(metadata_name(&plugin).await, "data");
 
     let plugin = Plugin::launch(Launch::default().named("some-wrapper"));
@@ -486,12 +490,7 @@ async fn assert_exits_promptly_while_stuck(stop: impl FnOnce(&Plugin)) {
             })
             .await
     });
-    let mut domain = plugin.domain().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while domain.health(Empty {}).await.unwrap().into_inner().details["workers_busy"] != "1" {
-        assert!(Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    wait_for_detail(&plugin, "workers_busy", "1").await;
     let workers = child_pids(plugin.pid());
     assert!(!workers.is_empty(), "workers are children of the plugin");
     let started = Instant::now();

@@ -5,7 +5,7 @@ mod plugin;
 
 use std::time::{Duration, Instant};
 
-use plugin::{execute, health_detail, result_object, wait_ready, Plugin};
+use plugin::{execute, health_detail, result_object, wait_for_detail, wait_ready, Plugin};
 use qntx_python_plugin::proto::{
     Empty, ExecuteJobRequest, InitializeRequest, PythonExecuteRequest,
 };
@@ -147,7 +147,11 @@ async fn the_grpc_deadline_bounds_a_run() {
             response.into_inner().error.contains("timed out"),
             "expected a timeout"
         ),
-        Err(status) => assert_eq!(status.code(), Code::DeadlineExceeded),
+        // tonic's server enforces grpc-timeout too, answering CANCELLED "Timeout expired".
+        Err(status) => assert!(
+            matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "{status:?}"
+        ),
     }
     assert!(started.elapsed() < Duration::from_secs(4));
     let response = execute(&mut client, "'next'").await;
@@ -164,12 +168,7 @@ async fn a_caller_that_goes_away_cancels_its_run() {
         async move { execute(&mut client, "while True: pass").await }
     });
     // Wait until the run occupies the only worker, then walk away.
-    let mut domain = plugin.domain().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while domain.health(Empty {}).await.unwrap().into_inner().details["workers_busy"] != "1" {
-        assert!(Instant::now() < deadline, "run never started");
-        tokio::task::yield_now().await;
-    }
+    wait_for_detail(&plugin, "workers_busy", "1").await;
     call.abort();
     // The only worker is free again long before the 30 s default deadline.
     let started = Instant::now();
@@ -282,25 +281,17 @@ async fn a_full_queue_answers_resource_exhausted() {
     wait_ready(&plugin).await;
     configure(&plugin, &[("timeout_secs", "3")]).await;
     let client = plugin.python().await;
-    let mut domain = plugin.domain().await;
 
     let busy = tokio::spawn({
         let mut client = client.clone();
         async move { execute(&mut client, "while True: pass").await }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while domain.health(Empty {}).await.unwrap().into_inner().details["workers_busy"] != "1" {
-        assert!(Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    wait_for_detail(&plugin, "workers_busy", "1").await;
     let queued = tokio::spawn({
         let mut client = client.clone();
         async move { execute(&mut client, "'queued'").await }
     });
-    while domain.health(Empty {}).await.unwrap().into_inner().details["queue_depth"] != "1" {
-        assert!(Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    wait_for_detail(&plugin, "queue_depth", "1").await;
     let status = client
         .clone()
         .execute(PythonExecuteRequest {
@@ -335,11 +326,7 @@ async fn health_answers_in_milliseconds_while_every_worker_spins() {
             tokio::spawn(async move { execute(&mut client, "while True: pass").await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while domain.health(Empty {}).await.unwrap().into_inner().details["workers_busy"] != "2" {
-        assert!(Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    wait_for_detail(&plugin, "workers_busy", "2").await;
     let mut slowest = Duration::ZERO;
     for _ in 0..50 {
         let started = Instant::now();

@@ -234,6 +234,27 @@ pub async fn wait_ready(plugin: &Plugin) {
     }
 }
 
+/// Polls Health until `key` reads `value` (e.g. until a run occupies a worker), for 10 s.
+pub async fn wait_for_detail(plugin: &Plugin, key: &str, value: &str) {
+    let mut client = plugin.domain().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = client
+            .health(qntx_python_plugin::proto::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        if health.details.get(key).map(String::as_str) == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Health never showed {key} = {value}: {health:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 pub async fn health_detail(plugin: &Plugin, key: &str) -> String {
     let mut client = plugin.domain().await;
     let health = client
