@@ -180,7 +180,11 @@ impl Slot {
         let Some(worker) = self.worker.as_mut() else {
             return Err(PoolError::WorkerUnavailable("no worker".into()));
         };
-        if worker.send(&ToWorker::Run(Box::new(request))).await.is_err() {
+        if worker
+            .send(&ToWorker::Run(Box::new(request)))
+            .await
+            .is_err()
+        {
             return Ok(RunOutcome::WorkerDied {
                 cause: self.worker_died().await,
             });
