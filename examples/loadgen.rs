@@ -1,0 +1,543 @@
+//! Load generator for a running (or self-launched) qntx-python-plugin; see docs/benchmark.md.
+//!
+//!   cargo run --release --example loadgen                        # launches target/release/…
+//!   cargo run --release --example loadgen -- --address 127.0.0.1:9000 --json
+//!
+//! Every phase is bounded in calls or time; loopback only. Exits non-zero only when a call
+//! fails unexpectedly or the plugin cannot be started, never because a target is missed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use qntx_python_plugin::proto::domain_plugin_service_client::DomainPluginServiceClient;
+use qntx_python_plugin::proto::python_service_client::PythonServiceClient;
+use qntx_python_plugin::proto::{Empty, HealthResponse, PythonExecuteRequest};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Domain = DomainPluginServiceClient<Channel>;
+type Python = PythonServiceClient<Channel>;
+
+const TRIVIAL: &str = "x = 1 + 1";
+const CPU_BOUND: &str = "sum(range(200000))";
+const SPIN: &str = "while True: pass";
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Debug, Parser)]
+#[command(about = "Latency, throughput, startup and memory figures for qntx-python-plugin")]
+struct Args {
+    /// Plugin to measure, HOST:PORT (loopback). Without it, the plugin is launched (--spawn).
+    #[arg(long, conflicts_with = "spawn")]
+    address: Option<String>,
+    /// Binary to launch as `qntx-python-plugin --port 0 --workers N` (also startup and memory).
+    #[arg(long, default_value = "target/release/qntx-python-plugin")]
+    spawn: PathBuf,
+    /// Workers of the launched plugin.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Sequential calls per latency figure (after warm-up).
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Seconds per throughput phase (1 client, then 4).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Launches for the startup medians.
+    #[arg(long, default_value_t = 5)]
+    launches: usize,
+    /// gRPC deadline of the spinning runs that keep every worker busy during the Health phase.
+    #[arg(long, default_value_t = 3.0)]
+    busy_secs: f64,
+    /// Machine-readable output (one JSON object) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A launched plugin: its own copy of the binary in a temporary directory, as the host installs it.
+struct Launched {
+    child: Child,
+    port: u16,
+    port_line: Duration,
+    started: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Launched {
+    fn start(binary: &Path, workers: usize) -> Result<Self, Error> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("qntx-python-plugin");
+        if std::fs::hard_link(binary, &path).is_err() {
+            std::fs::copy(binary, &path)
+                .map_err(|e| format!("{}: {e} (cargo build --release first)", binary.display()))?;
+        }
+        let mut command = Command::new(&path);
+        command
+            .args(["--port", "0", "--log-level", "warn", "--workers"])
+            .arg(workers.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let started = Instant::now();
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        // Reads the port line, then drains the logs so the plugin never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = line.trim().strip_prefix("QNTX_PLUGIN_PORT=") {
+                    if let (Some(tx), Ok(port)) = (tx.take(), port.parse::<u16>()) {
+                        let _ = tx.send((port, started.elapsed()));
+                    }
+                }
+            }
+        });
+        let mut launched = Self {
+            child,
+            port: 0,
+            port_line: Duration::ZERO,
+            started,
+            _dir: dir,
+        };
+        let (port, port_line) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "no QNTX_PLUGIN_PORT line within 10 s")?;
+        (launched.port, launched.port_line) = (port, port_line);
+        Ok(launched)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        // SIGTERM lets the plugin kill its workers; SIGKILL if it has not gone within 3 s.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(address: &str) -> Result<Channel, Error> {
+    let endpoint = Channel::from_shared(format!("http://{address}"))?.tcp_nodelay(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("connect {address}: {e}").into())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// One Execute; an error unless the program ran and succeeded.
+async fn execute(client: &mut Python, code: &str, timeout: Option<Duration>) -> Result<(), Error> {
+    let mut request = tonic::Request::new(PythonExecuteRequest {
+        code: code.into(),
+        ..Default::default()
+    });
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
+    let response = client.execute(request).await?.into_inner();
+    if !response.success {
+        return Err(format!("Execute of {code:?} failed: {}", response.error).into());
+    }
+    Ok(())
+}
+
+async fn health(client: &mut Domain) -> Result<HealthResponse, Error> {
+    Ok(client.health(Empty {}).await?.into_inner())
+}
+
+fn detail(health: &HealthResponse, key: &str) -> usize {
+    health
+        .details
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until every worker is up and none is busy (after launch, after the busy phase).
+async fn settle(client: &mut Domain) -> Result<usize, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(client).await?;
+        let total = detail(&h, "workers_total");
+        if total > 0 && detail(&h, "workers_ready") == total && detail(&h, "workers_busy") == 0 {
+            return Ok(total);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("workers never settled: {:?}", h.details).into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// p50 and p99 (nearest rank) in milliseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |p: f64| {
+        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len().max(1));
+        samples
+            .get(rank - 1)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+    (at(0.50), at(0.99))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Latencies of one RPC and the wall time of the blocks they were measured in.
+#[derive(Default)]
+struct Samples {
+    calls: Vec<Duration>,
+    wall: Duration,
+}
+
+/// `n` sequential calls, appended to `samples`.
+async fn sequential<F, Fut>(n: usize, samples: &mut Samples, call: &mut F) -> Result<(), Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let began = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        call().await?;
+        samples.calls.push(t.elapsed());
+    }
+    samples.wall += began.elapsed();
+    Ok(())
+}
+
+/// CPU-bound runs from `clients` clients (one connection each) for `duration`: calls/s.
+async fn throughput(address: &str, clients: usize, duration: Duration) -> Result<f64, Error> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let began = Instant::now();
+    let end = began + duration;
+    for _ in 0..clients {
+        let mut client = Python::new(connect(address).await?);
+        tasks.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < end {
+                execute(&mut client, CPU_BOUND, Some(Duration::from_secs(30))).await?;
+                done += 1;
+            }
+            Ok::<u64, Error>(done)
+        });
+    }
+    let mut total = 0;
+    while let Some(joined) = tasks.join_next().await {
+        total += joined??;
+    }
+    Ok(total as f64 / began.elapsed().as_secs_f64())
+}
+
+/// Health latency while `workers` runs spin: (p50 ms, p99 ms, samples, all-busy share).
+async fn health_while_busy(
+    address: &str,
+    workers: usize,
+    busy: Duration,
+) -> Result<(f64, f64, usize, f64), Error> {
+    let mut domain = Domain::new(connect(address).await?);
+    let mut spinners = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let mut client = Python::new(connect(address).await?);
+        // The deadline ends the run: the plugin interrupts it, or kills the worker.
+        spinners.spawn(async move { execute(&mut client, SPIN, Some(busy)).await });
+    }
+    let window_end = Instant::now() + busy.mul_f64(0.8);
+    while detail(&health(&mut domain).await?, "workers_busy") < workers {
+        if Instant::now() > window_end {
+            return Err("the workers never all became busy".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (mut samples, mut all_busy) = (Vec::new(), 0usize);
+    while Instant::now() < window_end && samples.len() < 5000 {
+        let t = Instant::now();
+        let h = health(&mut domain).await?;
+        samples.push(t.elapsed());
+        all_busy += usize::from(detail(&h, "workers_busy") >= workers);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while let Some(joined) = spinners.join_next().await {
+        // Ending with a timeout (an error answer or DEADLINE_EXCEEDED) is the point.
+        if let Ok(Ok(())) = joined {
+            return Err("a `while True: pass` run ended successfully".into());
+        }
+    }
+    settle(&mut domain).await?;
+    let n = samples.len();
+    let (p50, p99) = percentiles(samples);
+    Ok((p50, p99, n, all_busy as f64 / n.max(1) as f64))
+}
+
+/// Exec → port line and exec → first successful Execute, median of `launches` launches.
+async fn startup(binary: &Path, workers: usize, launches: usize) -> Result<(f64, f64), Error> {
+    let (mut port_lines, mut first_runs) = (Vec::new(), Vec::new());
+    for _ in 0..launches.max(1) {
+        let plugin = Launched::start(binary, workers)?;
+        let mut python = Python::new(connect(&format!("127.0.0.1:{}", plugin.port)).await?);
+        execute(&mut python, TRIVIAL, Some(Duration::from_secs(60))).await?;
+        first_runs.push(plugin.started.elapsed().as_secs_f64() * 1e3);
+        port_lines.push(plugin.port_line.as_secs_f64() * 1e3);
+    }
+    Ok((median(port_lines), median(first_runs)))
+}
+
+fn rss_mib(pid: i32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0 / MIB)
+}
+
+/// Pids whose parent is `parent`, from /proc/*/stat (field 4, after the parenthesised name).
+fn children(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                after.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+            })
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// One reported figure and its target.
+struct Row {
+    key: String,
+    label: String,
+    value: Option<f64>,
+    unit: &'static str,
+    /// The target and whether it was met (None: not measured, e.g. without --spawn).
+    target: Option<(&'static str, Option<bool>)>,
+}
+
+/// The unit follows from the key's suffix.
+fn row(key: impl Into<String>, label: impl Into<String>, value: impl Into<Option<f64>>) -> Row {
+    let key = key.into();
+    let unit = [
+        ("_ms", "ms"),
+        ("_per_s", "/s"),
+        ("_mib", "MiB"),
+        ("_x", "x"),
+    ]
+    .into_iter()
+    .find_map(|(suffix, unit)| key.ends_with(suffix).then_some(unit))
+    .unwrap_or("");
+    Row {
+        key,
+        label: label.into(),
+        value: value.into(),
+        unit,
+        target: None,
+    }
+}
+
+impl Row {
+    fn target(mut self, text: &'static str, pass: impl Fn(f64) -> bool) -> Self {
+        self.target = Some((text, self.value.map(pass)));
+        self
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(run(&args))?;
+    if args.json {
+        let mut figures = serde_json::Map::new();
+        for r in &rows {
+            let target = r.target.map(|(t, pass)| json!({"target": t, "pass": pass}));
+            figures.insert(
+                r.key.clone(),
+                json!({"value": r.value, "unit": r.unit, "target": target}),
+            );
+        }
+        println!("{}", Value::Object(figures));
+    } else {
+        println!("{:<44} {:>12}  {:<30} result", "figure", "value", "target");
+        for r in &rows {
+            let value = r
+                .value
+                .map_or("n/a".to_owned(), |v| format!("{v:.3} {}", r.unit));
+            let (target, verdict) = match r.target {
+                Some((t, Some(pass))) => (t, if pass { "PASS" } else { "MISS" }),
+                Some((t, None)) => (t, "n/a"),
+                None => ("", ""),
+            };
+            println!("{:<44} {:>12}  {:<30} {verdict}", r.label, value, target);
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: &Args) -> Result<Vec<Row>, Error> {
+    let binary = &args.spawn;
+    let launched = match &args.address {
+        Some(_) => None,
+        None => Some(Launched::start(binary, args.workers)?),
+    };
+    let address = match (&args.address, &launched) {
+        (Some(address), _) => address.clone(),
+        (None, Some(plugin)) => format!("127.0.0.1:{}", plugin.port),
+        (None, None) => return Err("nothing to measure".into()),
+    };
+    let channel = connect(&address).await?;
+    let mut domain = Domain::new(channel.clone());
+    let python = Python::new(channel);
+    let workers = settle(&mut domain).await?;
+    eprintln!(
+        "loadgen: {address}, {workers} workers; Metadata and Execute {TRIVIAL:?}, {} calls each",
+        args.calls
+    );
+
+    let mut metadata = || {
+        let mut d = domain.clone();
+        async move { Ok(d.metadata(Empty {}).await.map(drop)?) }
+    };
+    // Idle Health on a connection of its own: its delays must not change the TCP state that
+    // Metadata and Execute see.
+    let health_domain = Domain::new(connect(&address).await?);
+    let mut health_idle = || {
+        let mut d = health_domain.clone();
+        async move { health(&mut d).await.map(drop) }
+    };
+    let mut trivial = || {
+        let mut p = python.clone();
+        async move { execute(&mut p, TRIVIAL, None).await }
+    };
+    // Warm-up (connection windows, allocators, Python's caches), then one phase per RPC.
+    // (Alternating short blocks of Metadata and Execute makes Metadata faster and Execute
+    // slower on this VM, the ratio 3-4x instead of 2.3-2.9x; see docs/benchmark.md.)
+    let warm_up = (args.calls / 10).max(20);
+    let (mut meta, mut exec, mut idle) = Default::default();
+    sequential(warm_up, &mut Samples::default(), &mut metadata).await?;
+    sequential(args.calls, &mut meta, &mut metadata).await?;
+    sequential(warm_up, &mut Samples::default(), &mut trivial).await?;
+    sequential(args.calls, &mut exec, &mut trivial).await?;
+    sequential(warm_up, &mut Samples::default(), &mut health_idle).await?;
+    sequential((args.calls / 10).max(50), &mut idle, &mut health_idle).await?;
+    let exec_rate = exec.calls.len() as f64 / exec.wall.as_secs_f64();
+    let (meta_p50, meta_p99) = percentiles(meta.calls);
+    let (exec_p50, exec_p99) = percentiles(exec.calls);
+    let (idle_p50, idle_p99) = percentiles(idle.calls);
+
+    let duration = Duration::from_secs_f64(args.duration);
+    eprintln!("loadgen: {CPU_BOUND:?} with 1 client, then 4, {duration:?} each");
+    let one = throughput(&address, 1, duration).await?;
+    let four = throughput(&address, 4, duration).await?;
+
+    eprintln!("loadgen: Health while {workers} workers spin");
+    let busy = Duration::from_secs_f64(args.busy_secs);
+    let (h50, h99, samples, busy_share) = health_while_busy(&address, workers, busy).await?;
+    eprintln!(
+        "loadgen: {samples} Health calls, {:.0}% saw every worker busy",
+        busy_share * 100.0
+    );
+
+    let spawned = launched.is_some();
+    let (mut supervisor, mut worker_rss) = (None, Vec::new());
+    if let Some(plugin) = &launched {
+        // Idle, after all the runs above: what a long-lived plugin holds.
+        supervisor = rss_mib(plugin.pid());
+        worker_rss = children(plugin.pid())
+            .into_iter()
+            .filter_map(rss_mib)
+            .collect();
+    }
+    drop(launched);
+    let (mut port_line, mut first_run) = (None, None);
+    if spawned {
+        eprintln!("loadgen: startup, {} launches", args.launches);
+        let (line, run) = startup(binary, args.workers, args.launches).await?;
+        (port_line, first_run) = (Some(line), Some(run));
+    }
+
+    let found = spawned.then_some(worker_rss.len() as f64);
+    let ratio = exec_p50 / meta_p50;
+    let scaling = four / one;
+    let mut rows = vec![
+        row(
+            "metadata_p50_ms",
+            "Metadata p50 (transport floor)",
+            meta_p50,
+        ),
+        row("metadata_p99_ms", "Metadata p99", meta_p99),
+        row("execute_p50_ms", "Execute `x = 1 + 1` p50", exec_p50),
+        row("execute_p99_ms", "Execute `x = 1 + 1` p99", exec_p99),
+        row("execute_per_s", "Execute `x = 1 + 1` sequential", exec_rate),
+        row(
+            "execute_over_metadata_x",
+            "Execute p50 / Metadata p50",
+            ratio,
+        )
+        .target("<= 2x", |v| v <= 2.0),
+        row("cpu_1_client_per_s", "sum(range(200000)), 1 client", one),
+        row("cpu_4_clients_per_s", "sum(range(200000)), 4 clients", four),
+        row("cpu_scaling_x", "4 clients / 1 client", scaling).target(">= 1.8x", |v| v >= 1.8),
+        row("health_idle_p50_ms", "Health p50, idle", idle_p50),
+        row("health_idle_p99_ms", "Health p99, idle", idle_p99),
+        row("health_busy_p50_ms", "Health p50, all workers busy", h50),
+        row("health_busy_p99_ms", "Health p99, all workers busy", h99)
+            .target("< 50 ms", |v| v < 50.0),
+        row(
+            "startup_port_line_ms",
+            "exec -> port line (median)",
+            port_line,
+        )
+        .target("< 100 ms", |v| v < 100.0),
+        row(
+            "startup_first_execute_ms",
+            "exec -> first Execute (median)",
+            first_run,
+        ),
+        row(
+            "rss_supervisor_mib",
+            "supervisor resident (idle)",
+            supervisor,
+        )
+        .target("< 30 MiB", |v| v < 30.0),
+        row("workers_found", "worker processes found", found)
+            .target("= workers", |v| v as usize == workers),
+    ];
+    for (i, rss) in worker_rss.iter().enumerate() {
+        let (key, label) = (
+            format!("rss_worker_{i}_mib"),
+            format!("idle worker {i} resident"),
+        );
+        rows.push(row(key, label, *rss).target("< 30 MiB", |v| v < 30.0));
+    }
+    Ok(rows)
+}
