@@ -64,6 +64,9 @@ async fn bio_runs_biopython_dnachisel_and_numpy() {
         .unwrap()
         .into_inner();
     assert_eq!(metadata.name, "bio");
+    // Health reports the variant's packages once a worker has imported them.
+    plugin::wait_for_detail(&plugin, "packages", "3").await;
+    assert_eq!(plugin::health_detail(&plugin, "package_failures").await, "");
     let mut client = plugin.python().await;
     let code = r#"
 from Bio.Seq import Seq
@@ -232,4 +235,21 @@ async fn a_plugin_whose_workers_cannot_start_says_why() {
         "{}",
         health.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the variant venvs: run .ci/run (or set QNTX_TEST_VENVS)"]
+async fn health_names_the_packages_that_do_not_import() {
+    // The bio venv has none of the data variant's packages.
+    let env = venv("bio").display().to_string();
+    let file = variant_file("data");
+    let plugin = Plugin::start(&["--workers", "1", "--python-env", &env, "--variant", &file]);
+    plugin::wait_for_detail(&plugin, "packages", "3").await;
+    let failures = plugin::health_detail(&plugin, "package_failures").await;
+    for package in ["pandas", "scipy", "matplotlib"] {
+        assert!(
+            failures.contains(&format!("{package}: ModuleNotFoundError")),
+            "{failures}"
+        );
+    }
 }

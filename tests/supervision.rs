@@ -327,15 +327,22 @@ async fn health_answers_in_milliseconds_while_every_worker_spins() {
         })
         .collect();
     wait_for_detail(&plugin, "workers_busy", "2").await;
-    let mut slowest = Duration::ZERO;
-    for _ in 0..50 {
+    let mut took = Vec::new();
+    for _ in 0..51 {
         let started = Instant::now();
         let health = domain.health(Empty {}).await.unwrap().into_inner();
-        slowest = slowest.max(started.elapsed());
+        took.push(started.elapsed());
         assert!(health.healthy);
         assert_eq!(health.details["workers_busy"], "2");
     }
-    // Functional bound, not a benchmark: an answer that waited on Python would take seconds.
+    took.sort();
+    // Functional bounds, not a benchmark: an answer that waited on Python would take seconds,
+    // and one that waited on TCP's delayed ACK (no TCP_NODELAY) 40 ms every time.
+    let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
+    assert!(
+        median < Duration::from_millis(20),
+        "median Health took {median:?}"
+    );
     assert!(
         slowest < Duration::from_millis(500),
         "slowest Health took {slowest:?}"

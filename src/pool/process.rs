@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::ipc::{self, FrameError, FromWorker, ToWorker};
 
-/// Where a worker's end of the socket pair sits in the child.
-const CHILD_CHANNEL_FD: i32 = 3;
+/// Where a worker's ends of its two socket pairs sit in the child: work, then interrupts.
+const CHILD_FDS: [i32; 2] = [3, 4];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -34,6 +34,8 @@ pub struct WorkerProcess {
     /// The worker leads its own process group, so a kill also reaches what its programs started.
     pgid: i32,
     writer: OwnedWriteHalf,
+    /// Interrupts travel apart from work: the worker's main thread is busy when they arrive.
+    interrupts: UnixStream,
     frames: mpsc::Receiver<Result<FromWorker, FrameError>>,
     pub python_version: String,
 }
@@ -46,20 +48,26 @@ pub struct WorkerCommand {
 }
 
 impl WorkerCommand {
-    fn command(&self, channel: &OwnedFd) -> Command {
+    fn command(&self, work: &OwnedFd, interrupts: &OwnedFd) -> Command {
         let mut command = Command::new(&self.executable);
         command.arg("worker").args(&self.args);
-        command.env(ipc::WORKER_FD_ENV, CHILD_CHANNEL_FD.to_string());
+        command.env(
+            ipc::WORKER_FD_ENV,
+            format!("{},{}", CHILD_FDS[0], CHILD_FDS[1]),
+        );
         command.stdin(std::process::Stdio::null());
         command.kill_on_drop(true);
-        let channel_fd = channel.as_raw_fd();
+        let sources = [work.as_raw_fd(), interrupts.as_raw_fd()];
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                if channel_fd == CHILD_CHANNEL_FD {
-                    libc::fcntl(channel_fd, libc::F_SETFD, 0);
-                } else if libc::dup2(channel_fd, CHILD_CHANNEL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                // Move both out of the way first (close-on-exec copies above 10), so placing
+                // one cannot overwrite the other; dup2 then clears close-on-exec on 3 and 4.
+                for (source, target) in sources.into_iter().zip(CHILD_FDS) {
+                    let high = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, 10);
+                    if high < 0 || libc::dup2(high, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 // Own process group: terminal Ctrl-C does not reach workers, and killpg reaches
                 // everything a program started.
@@ -76,9 +84,12 @@ impl WorkerCommand {
 impl WorkerProcess {
     pub async fn spawn(how: &WorkerCommand, startup_timeout: Duration) -> Result<Self, SpawnError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let theirs = OwnedFd::from(theirs);
-        let mut child = how.command(&theirs).spawn()?;
-        drop(theirs);
+        let (interrupts, their_interrupts) = std::os::unix::net::UnixStream::pair()?;
+        let (theirs, their_interrupts) = (OwnedFd::from(theirs), OwnedFd::from(their_interrupts));
+        let mut child = how.command(&theirs, &their_interrupts).spawn()?;
+        drop((theirs, their_interrupts));
+        interrupts.set_nonblocking(true)?;
+        let interrupts = UnixStream::from_std(interrupts)?;
         let pgid = child.id().map(|pid| pid as i32).unwrap_or(0);
 
         ours.set_nonblocking(true)?;
@@ -120,6 +131,7 @@ impl WorkerProcess {
             child,
             pgid,
             writer,
+            interrupts,
             frames,
             python_version,
         })
@@ -131,6 +143,11 @@ impl WorkerProcess {
 
     pub async fn send(&mut self, message: &ToWorker) -> Result<(), FrameError> {
         ipc::write_async(&mut self.writer, message).await
+    }
+
+    /// Asks the worker to raise KeyboardInterrupt in run `run_id` (if it is still running).
+    pub async fn interrupt(&mut self, run_id: u64) -> Result<(), FrameError> {
+        ipc::write_async(&mut self.interrupts, &ToWorker::Interrupt { run_id }).await
     }
 
     /// The next message, or an error once the worker is gone. Cancel-safe.

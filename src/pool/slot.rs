@@ -253,7 +253,7 @@ impl Slot {
     async fn send_interrupt(&mut self, run_id: u64) {
         if let Some(worker) = self.worker.as_mut() {
             // A failed send means the worker is gone; the reply branch reports that.
-            let _ = worker.send(&ToWorker::Interrupt { run_id }).await;
+            let _ = worker.interrupt(run_id).await;
         }
     }
 

@@ -1,8 +1,10 @@
 //! Worker mode: one process of this binary that embeds CPython and runs one program at a time.
 //!
-//! Threads: the main thread owns Python (signals only reach it, so KeyboardInterrupt lands in
-//! the program); a channel thread reads the supervisor's messages and forwards interrupts; two
-//! capture threads drain fds 1 and 2.
+//! Two sockets connect it to the supervisor: the main thread reads work from the first and
+//! answers on it (no thread hop on the way to Python), and a small thread reads interrupts
+//! from the second, since the main thread is busy in Python exactly when one arrives. That
+//! thread also ends the worker when the supervisor goes away. Two more threads drain fds 1
+//! and 2 (output capture).
 
 mod capture;
 mod host_bridge;
@@ -12,7 +14,7 @@ mod runtime;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use crate::ipc::{self, FromWorker, RunOutput, ToWorker};
 use capture::StreamCapture;
@@ -40,7 +42,7 @@ pub struct WorkerOptions {
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     let interrupter = Arc::new(Interrupter::for_main_thread());
-    let channel = open_channel()?;
+    let (mut channel, interrupts) = open_channels()?;
     let stdout = StreamCapture::install(1).map_err(WorkerError::Capture)?;
     let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
 
@@ -49,7 +51,6 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         .as_deref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let mut writer = channel.try_clone().map_err(ipc::FrameError::Io)?;
     let runtime = match Runtime::start(&env) {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -57,22 +58,22 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             let failed = FromWorker::StartupFailed {
                 error: error.clone(),
             };
-            let _ = ipc::write_blocking(&mut writer, &failed);
+            let _ = ipc::write_blocking(&mut channel, &failed);
             return Err(WorkerError::Python(error));
         }
     };
-    ipc::write_blocking(
-        &mut writer,
-        &FromWorker::Ready {
-            python_version: runtime.python_version().to_owned(),
-        },
-    )?;
+    let ready = FromWorker::Ready {
+        python_version: runtime.python_version().to_owned(),
+    };
+    ipc::write_blocking(&mut channel, &ready)?;
+    spawn_interrupt_listener(interrupts, Arc::clone(&interrupter))?;
 
-    let (tasks_tx, tasks) = mpsc::channel();
-    spawn_channel_reader(channel, tasks_tx, Arc::clone(&interrupter))?;
-
-    // The channel thread forwards everything but interrupts, which it handles itself.
-    while let Ok(task) = tasks.recv() {
+    loop {
+        let task = match ipc::read_blocking::<ToWorker>(&mut channel) {
+            Ok(task) => task,
+            Err(ipc::FrameError::Closed) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
         let reply = match task {
             ToWorker::Run(request) => {
                 stdout.begin(request.max_output_bytes);
@@ -93,47 +94,51 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             ToWorker::Declare { scripts } => FromWorker::Declared {
                 results: runtime.declare(&scripts),
             },
-            ToWorker::Interrupt { .. } => continue,
+            ToWorker::Interrupt { run_id } => {
+                interrupter.interrupt(run_id);
+                continue;
+            }
         };
-        ipc::write_blocking(&mut writer, &reply)?;
+        ipc::write_blocking(&mut channel, &reply)?;
     }
-    Ok(())
 }
 
-fn open_channel() -> Result<UnixStream, WorkerError> {
-    let fd: i32 = std::env::var(ipc::WORKER_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .ok_or(WorkerError::NoChannel)?;
+/// The two sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`
+/// (`<work>,<interrupts>`).
+fn open_channels() -> Result<(UnixStream, UnixStream), WorkerError> {
+    let value = std::env::var(ipc::WORKER_FD_ENV).map_err(|_| WorkerError::NoChannel)?;
     // The variable must not leak into programs' subprocesses.
     std::env::remove_var(ipc::WORKER_FD_ENV);
-    // SAFETY: the supervisor placed our end of the socket pair on this descriptor for us alone.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    // SAFETY: mark it close-on-exec so subprocesses started by programs do not inherit it.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(stream)
+    let (work, interrupts) = value.split_once(',').ok_or(WorkerError::NoChannel)?;
+    let open = |fd: &str| -> Result<UnixStream, WorkerError> {
+        let fd: i32 = fd.parse().map_err(|_| WorkerError::NoChannel)?;
+        // SAFETY: mark it close-on-exec so subprocesses started by programs do not inherit it;
+        // the supervisor placed the socket on this descriptor for us alone.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            Ok(UnixStream::from_raw_fd(fd))
+        }
+    };
+    Ok((open(work)?, open(interrupts)?))
 }
 
-fn spawn_channel_reader(
-    mut channel: UnixStream,
-    tasks: mpsc::Sender<ToWorker>,
+fn spawn_interrupt_listener(
+    mut interrupts: UnixStream,
     interrupter: Arc<Interrupter>,
 ) -> Result<(), WorkerError> {
     std::thread::Builder::new()
-        .name("channel".into())
+        .name("interrupts".into())
         .spawn(move || loop {
-            match ipc::read_blocking::<ToWorker>(&mut channel) {
+            match ipc::read_blocking::<ToWorker>(&mut interrupts) {
                 Ok(ToWorker::Interrupt { run_id }) => interrupter.interrupt(run_id),
-                Ok(task) => {
-                    if tasks.send(task).is_err() {
-                        break;
-                    }
+                Ok(other) => {
+                    tracing::error!(?other, "only interrupts belong on the interrupt channel")
                 }
                 Err(error) => {
                     // The supervisor is gone (or spoke nonsense): nothing may outlive it, and a
                     // program stuck in the main thread must not keep the process alive.
                     if !matches!(error, ipc::FrameError::Closed) {
-                        tracing::error!(%error, "worker channel failed");
+                        tracing::error!(%error, "worker interrupt channel failed");
                     }
                     // SAFETY: _exit ends the process without running Python or Rust teardown
                     // from this non-main thread.

@@ -6,6 +6,7 @@ program at a time in a fresh ``__main__`` namespace and turns its result into JS
 
 import ast
 import builtins
+import functools
 import io
 import json
 import linecache
@@ -95,6 +96,7 @@ def _format_exception(exc):
     return "".join(report.format())
 
 
+@functools.lru_cache(maxsize=256)
 def _compile(code, filename):
     """Compiles the program; a trailing expression becomes the value of the run (as in a notebook)."""
     tree = ast.parse(code, filename, "exec")
