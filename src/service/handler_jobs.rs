@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::jobs::{answer, failure};
+use super::jobs::{failure, succeeded};
 use super::{parse_upstream, Plugin, Program};
 use crate::catalog::discovery::{self, Version};
 use crate::catalog::{handler_filter, schedules, Catalog};
@@ -146,16 +146,12 @@ pub async fn reload(plugin: &Plugin) -> ExecuteJobResponse {
                 "faulted": catalog.faulted.keys().collect::<Vec<_>>(),
                 "schedules": changes,
             });
-            let mut response = answer(super::execution::Execution {
-                success: true,
-                stdout: String::new(),
-                stderr: String::new(),
-                result: result.clone(),
-                error: None,
-                duration_ms: 0,
-            });
-            response.result = result.to_string().into_bytes();
-            response
+            let summary = format!(
+                "reloaded {} handlers ({} faulted)",
+                catalog.len(),
+                catalog.faulted.len()
+            );
+            succeeded(result, summary)
         }
         Err(error) => {
             tracing::warn!(%error, "reload failed; keeping the last good catalog");

@@ -101,7 +101,19 @@ pub(super) fn failure(error: String) -> ExecuteJobResponse {
     }
 }
 
-pub(super) fn answer(execution: Execution) -> ExecuteJobResponse {
+/// A job the plugin itself answered (no program ran): `result` is the JSON given.
+pub(super) fn succeeded(result: serde_json::Value, summary: String) -> ExecuteJobResponse {
+    let entry = log_entry(crate::time::now_rfc3339(), "info", summary, "plugin");
+    ExecuteJobResponse {
+        success: true,
+        result: result.to_string().into_bytes(),
+        log_entries: vec![entry],
+        plugin_version: VERSION.into(),
+        ..Default::default()
+    }
+}
+
+fn answer(execution: Execution) -> ExecuteJobResponse {
     let now = crate::time::now_rfc3339();
     let mut log_entries = Vec::new();
     for (text, level, stage) in [
