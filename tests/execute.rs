@@ -260,3 +260,59 @@ async fn output_from_c_code_and_subprocesses_is_captured_in_order() {
     assert_eq!(response.output, "python\nfd-level\nchild\n");
     assert_eq!(result_object(&response)["stderr"], json!("err-level\n"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_programs_get_clear_errors() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    let mut client = plugin.python().await;
+
+    let response = execute(&mut client, "x = 1\0").await;
+    assert!(!response.success);
+    assert!(response.error.contains("null bytes"), "{}", response.error);
+    assert!(
+        !response.error.contains("internal error"),
+        "{}",
+        response.error
+    );
+
+    let response = execute(&mut client, "_result = 'x' * (40 * 1024 * 1024)").await;
+    assert!(!response.success);
+    assert!(
+        response.error.contains("over the limit of 33554432 bytes"),
+        "{}",
+        response.error
+    );
+
+    let response = execute(&mut client, "def f():\n    return f()\nf()").await;
+    assert!(
+        response.error.contains("RecursionError"),
+        "{}",
+        response.error
+    );
+
+    let response = execute(&mut client, "print('\\udc80 surrogate')").await;
+    assert!(response.success, "{}", response.error);
+    assert_eq!(response.output, "\\udc80 surrogate\n");
+
+    let response = execute(&mut client, "'still fine'").await;
+    assert_eq!(result_object(&response)["result"], json!("still fine"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_that_closes_stdout_does_not_blind_the_next_one() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    let mut client = plugin.python().await;
+    let response = execute(
+        &mut client,
+        "import os, sys\nsys.stdout.flush()\nos.close(1)\nos.close(2)\n'closed'",
+    )
+    .await;
+    assert_eq!(result_object(&response)["result"], json!("closed"));
+    let response = execute(
+        &mut client,
+        "import os, sys\nprint('seen')\nos.write(2, b'also\\n')",
+    )
+    .await;
+    assert_eq!(response.output, "seen\n");
+    assert_eq!(result_object(&response)["stderr"], json!("also\n"));
+}

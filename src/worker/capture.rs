@@ -32,6 +32,10 @@ impl Buffer {
 }
 
 pub struct StreamCapture {
+    target_fd: RawFd,
+    /// A close-on-exec copy of the write end, to put back on `target_fd` before every run: a
+    /// program may have closed or redirected fd 1 or 2, and the next one must still be captured.
+    write_end: OwnedFd,
     pipe: Arc<File>,
     buffer: Arc<Mutex<Buffer>>,
 }
@@ -89,7 +93,6 @@ impl StreamCapture {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        drop(write_end);
 
         let pipe = Arc::new(File::from(read_end));
         let buffer = Arc::new(Mutex::new(Buffer::default()));
@@ -100,11 +103,18 @@ impl StreamCapture {
                 wait_readable(reader_pipe.as_raw_fd(), Duration::from_millis(100));
                 drain(&reader_pipe, &mut lock(&reader_buffer));
             })?;
-        Ok(Self { pipe, buffer })
+        Ok(Self {
+            target_fd,
+            write_end,
+            pipe,
+            buffer,
+        })
     }
 
     /// Starts a run: forgets what was written between runs and sets the run's limit.
     pub fn begin(&self, limit: usize) {
+        // SAFETY: dup2 of a descriptor we own onto the stream's fixed descriptor.
+        unsafe { libc::dup2(self.write_end.as_raw_fd(), self.target_fd) };
         let mut buffer = lock(&self.buffer);
         drain(&self.pipe, &mut buffer);
         *buffer = Buffer {

@@ -106,6 +106,20 @@ def _compile(code, filename):
     return compile(tree, filename, "exec"), trailing
 
 
+# A result must fit in the answer (the host accepts 100 MB messages, output included).
+MAX_RESULT_BYTES = 32 * 1024 * 1024
+
+
+def _result_of(value):
+    text = to_json_text(value)
+    if len(text) > MAX_RESULT_BYTES:
+        return "error", "null", (
+            f"the result is {len(text)} bytes as JSON, over the limit of {MAX_RESULT_BYTES} bytes: "
+            "return a summary, or store the data elsewhere and return where\n"
+        )
+    return "ok", text, None
+
+
 def run(code, filename, upstream_json, glyph_id, python_paths, handler_key, entry_function):
     """Runs one program. Returns (status, result_json, error) with status ok/error/interrupted.
 
@@ -122,7 +136,7 @@ def run(code, filename, upstream_json, glyph_id, python_paths, handler_key, entr
     try:
         try:
             body, trailing = _compile(code, filename)
-        except SyntaxError as exc:
+        except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes, before Python 3.12
             return "error", "null", "".join(traceback.format_exception_only(type(exc), exc))
         module = types.ModuleType("__main__")
         namespace = module.__dict__
@@ -142,14 +156,13 @@ def run(code, filename, upstream_json, glyph_id, python_paths, handler_key, entr
         except SystemExit as exc:
             code_ = exc.code
             if code_ is None or code_ == 0:
-                return "ok", to_json_text(namespace.get("_result")), None
+                return _result_of(namespace.get("_result"))
             return "error", "null", f"SystemExit: the program called sys.exit({code_!r})\n"
         except KeyboardInterrupt as exc:
             return "interrupted", "null", _format_exception(exc)
         except BaseException as exc:
             return "error", "null", _format_exception(exc)
-        result = namespace["_result"] if "_result" in namespace else value
-        return "ok", to_json_text(result), None
+        return _result_of(namespace["_result"] if "_result" in namespace else value)
     finally:
         _flush_streams()
         qntx._run.update(handler=None, glyph_id="")
