@@ -190,19 +190,20 @@ pub fn write_blocking<T: Serialize>(
     Ok(())
 }
 
-/// Async read of one frame (supervisor side).
-pub async fn read_async<T: for<'de> Deserialize<'de>>(
-    reader: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> Result<T, FrameError> {
-    use tokio::io::AsyncReadExt;
-    let mut header = [0u8; 4];
-    match reader.read_exact(&mut header).await {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        other => other?,
+/// Takes one whole frame from the front of `buffer`, if there is one (supervisor side).
+pub fn take_frame<T: for<'de> Deserialize<'de>>(
+    buffer: &mut Vec<u8>,
+) -> Result<Option<T>, FrameError> {
+    let Some(header) = buffer.first_chunk::<4>() else {
+        return Ok(None);
     };
-    let mut body = vec![0u8; check_length(header)?];
-    reader.read_exact(&mut body).await?;
-    Ok(serde_json::from_slice(&body)?)
+    let len = check_length(*header)?;
+    if buffer.len() < 4 + len {
+        return Ok(None);
+    }
+    let message = serde_json::from_slice(&buffer[4..4 + len]);
+    buffer.drain(..4 + len);
+    Ok(Some(message?))
 }
 
 /// Async write of one frame (supervisor side).
@@ -214,4 +215,29 @@ pub async fn write_async<T: Serialize>(
     writer.write_all(&encode(message)?).await?;
     writer.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_taken_only_when_whole() {
+        let frame = encode(&ToWorker::Interrupt { run_id: 7 }).unwrap();
+        let mut buffer = frame[..3].to_vec();
+        assert!(take_frame::<ToWorker>(&mut buffer).unwrap().is_none());
+        buffer.extend_from_slice(&frame[3..frame.len() - 1]);
+        assert!(take_frame::<ToWorker>(&mut buffer).unwrap().is_none());
+        buffer.extend_from_slice(&frame[frame.len() - 1..]);
+        buffer.extend_from_slice(&frame); // and the start of the next one
+        let taken = take_frame::<ToWorker>(&mut buffer).unwrap();
+        assert!(matches!(taken, Some(ToWorker::Interrupt { run_id: 7 })));
+        assert_eq!(buffer, frame, "the next frame stays");
+    }
+
+    #[test]
+    fn absurd_lengths_are_refused() {
+        let mut buffer = u32::MAX.to_be_bytes().to_vec();
+        assert!(matches!(take_frame::<ToWorker>(&mut buffer), Err(FrameError::TooLarge(_))));
+    }
 }

@@ -5,12 +5,14 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 use crate::ipc::{self, FrameError, FromWorker, ToWorker};
+
+/// Smallest read from a worker's socket.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Where a worker's ends of its two socket pairs sit in the child: work, then interrupts.
 const CHILD_FDS: [i32; 2] = [3, 4];
@@ -33,10 +35,12 @@ pub struct WorkerProcess {
     child: Child,
     /// The worker leads its own process group, so a kill also reaches what its programs started.
     pgid: i32,
+    reader: OwnedReadHalf,
+    /// Bytes read from the worker that do not yet make a whole frame.
+    received: Vec<u8>,
     writer: OwnedWriteHalf,
     /// Interrupts travel apart from work: the worker's main thread is busy when they arrive.
     interrupts: UnixStream,
-    frames: mpsc::Receiver<Result<FromWorker, FrameError>>,
     pub python_version: String,
 }
 
@@ -86,55 +90,41 @@ impl WorkerProcess {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let (interrupts, their_interrupts) = std::os::unix::net::UnixStream::pair()?;
         let (theirs, their_interrupts) = (OwnedFd::from(theirs), OwnedFd::from(their_interrupts));
-        let mut child = how.command(&theirs, &their_interrupts).spawn()?;
+        let child = how.command(&theirs, &their_interrupts).spawn()?;
         drop((theirs, their_interrupts));
         interrupts.set_nonblocking(true)?;
         let interrupts = UnixStream::from_std(interrupts)?;
         let pgid = child.id().map(|pid| pid as i32).unwrap_or(0);
 
         ours.set_nonblocking(true)?;
-        let (mut reader, writer) = UnixStream::from_std(ours)?.into_split();
-        let (frames_tx, mut frames) = mpsc::channel(4);
-        // A dedicated reader keeps frame reads whole: the run loop selects on the channel,
-        // which is cancel-safe, instead of on a half-read socket.
-        tokio::spawn(async move {
-            loop {
-                let frame = ipc::read_async::<FromWorker>(&mut reader).await;
-                let stop = frame.is_err();
-                if frames_tx.send(frame).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
-
-        let first = tokio::time::timeout(startup_timeout, frames.recv()).await;
-        let python_version = match first {
-            Ok(Some(Ok(FromWorker::Ready { python_version }))) => python_version,
-            Ok(Some(Ok(FromWorker::StartupFailed { error }))) => {
+        let (reader, writer) = UnixStream::from_std(ours)?.into_split();
+        let mut worker = Self {
+            child,
+            pgid,
+            reader,
+            received: Vec::new(),
+            writer,
+            interrupts,
+            python_version: String::new(),
+        };
+        match tokio::time::timeout(startup_timeout, worker.next()).await {
+            Ok(Ok(FromWorker::Ready { python_version })) => worker.python_version = python_version,
+            Ok(Ok(FromWorker::StartupFailed { error })) => {
                 return Err(SpawnError::PythonFailed(error))
             }
-            Ok(Some(Ok(_))) => return Err(SpawnError::Protocol),
-            Ok(Some(Err(_)) | None) => {
-                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            Ok(Ok(_)) => return Err(SpawnError::Protocol),
+            Ok(Err(_)) => {
+                let status =
+                    tokio::time::timeout(Duration::from_secs(5), worker.child.wait()).await;
                 let cause = match status {
                     Ok(Ok(status)) => describe_exit(status),
                     _ => "no exit status".to_owned(),
                 };
                 return Err(SpawnError::DiedDuringStartup(cause));
             }
-            Err(_) => {
-                kill_group(pgid);
-                return Err(SpawnError::StartupTimeout(startup_timeout));
-            }
-        };
-        Ok(Self {
-            child,
-            pgid,
-            writer,
-            interrupts,
-            frames,
-            python_version,
-        })
+            Err(_) => return Err(SpawnError::StartupTimeout(startup_timeout)), // Drop kills it
+        }
+        Ok(worker)
     }
 
     pub fn pid(&self) -> i32 {
@@ -150,9 +140,28 @@ impl WorkerProcess {
         ipc::write_async(&mut self.interrupts, &ToWorker::Interrupt { run_id }).await
     }
 
-    /// The next message, or an error once the worker is gone. Cancel-safe.
+    /// The next message, or an error once the worker is gone. Cancel-safe: bytes are only
+    /// ever moved from the socket into `received` (`read_buf` reads nothing when cancelled),
+    /// and a frame leaves `received` only once it is whole, so the run loop can select on it.
     pub async fn next(&mut self) -> Result<FromWorker, FrameError> {
-        self.frames.recv().await.unwrap_or(Err(FrameError::Closed))
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(message) = ipc::take_frame(&mut self.received)? {
+                return Ok(message);
+            }
+            // Room for the rest of the frame being read (a run's output can be megabytes).
+            let needed = match self.received.first_chunk::<4>() {
+                Some(header) => {
+                    (u32::from_be_bytes(*header) as usize + 4).saturating_sub(self.received.len())
+                }
+                None => 0,
+            };
+            self.received
+                .reserve(needed.clamp(READ_CHUNK, ipc::MAX_FRAME_BYTES));
+            if self.reader.read_buf(&mut self.received).await? == 0 {
+                return Err(FrameError::Closed);
+            }
+        }
     }
 
     /// Resident memory in bytes, from /proc.
