@@ -105,6 +105,7 @@ fn run_worker(python_env: Option<PathBuf>, log_level: LogLevel) -> ExitCode {
             log_level.as_str(),
             logging::Sink::File(unsafe { std::fs::File::from_raw_fd(log_fd) }),
         );
+        logging::log_panics();
     }
     match worker::run(worker::WorkerOptions { python_env }) {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,6 +142,7 @@ fn pool_config(cli: &Cli, workers: usize) -> Result<PoolConfig, String> {
 
 fn run_plugin(cli: Cli) -> ExitCode {
     logging::init(cli.log_level.as_str(), logging::Sink::Stdout);
+    logging::log_panics();
     let argv0 = std::env::args().next();
     let name = identity::plugin_name(cli.name.as_deref(), argv0.as_deref());
     let variant = match cli.variant.as_deref().map(Variant::load).transpose() {

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::proto::ConfigFieldSchema;
 
+/// The longest time limit a run can have, whoever sets it.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Time limit of a run when neither the job nor the call sets one.
@@ -65,7 +68,8 @@ const SCHEMA: &[Field] = &[
         kind: "number",
         description: "Bytes of stdout and of stderr kept per run; the rest is dropped and a truncation marker says how much.",
         default: "1048576",
-        range: Some((1024.0, 64.0 * 1024.0 * 1024.0)),
+        // Kept output travels twice (output and result), and an answer must stay under 100 MB.
+        range: Some((1024.0, 16.0 * 1024.0 * 1024.0)),
     },
     Field {
         key: "memory_limit_mb",

@@ -12,7 +12,10 @@ pub fn plugin_name(flag: Option<&str>, argv0: Option<&str>) -> String {
     }
     argv0
         .and_then(|path| Path::new(path).file_name()?.to_str())
-        .and_then(|file| file.strip_prefix("qntx-")?.strip_suffix("-plugin"))
+        .and_then(|file| {
+            let name = file.strip_prefix("qntx-")?;
+            Some(name.strip_suffix("-plugin").unwrap_or(name))
+        })
         .filter(|name| !name.is_empty())
         .unwrap_or(DEFAULT_NAME)
         .to_owned()
@@ -34,6 +37,7 @@ mod tests {
             "data"
         );
         assert_eq!(plugin_name(None, Some("qntx-python-plugin")), "python");
+        assert_eq!(plugin_name(None, Some("/opt/plugins/qntx-bio")), "bio");
     }
 
     #[test]

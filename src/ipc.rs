@@ -125,6 +125,10 @@ pub struct RunOutput {
     /// JSON text of the run's result value (`null` when there is none).
     pub result_json: String,
     pub error: Option<String>,
+    /// Threads and processes the program started that outlived it. The supervisor replaces
+    /// such a worker, so they cannot write into, or slow down, later runs.
+    #[serde(default)]
+    pub leftovers: Vec<String>,
 }
 
 /// One captured output stream: the kept bytes (lossy UTF-8) and how many bytes were dropped.
@@ -238,6 +242,9 @@ mod tests {
     #[test]
     fn absurd_lengths_are_refused() {
         let mut buffer = u32::MAX.to_be_bytes().to_vec();
-        assert!(matches!(take_frame::<ToWorker>(&mut buffer), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            take_frame::<ToWorker>(&mut buffer),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 }

@@ -53,6 +53,12 @@ pub fn init(level: &str, sink: Sink) {
     };
 }
 
+/// Panics are logged like everything else (message and location), so they reach the host's log
+/// at level `error` instead of being lost on a captured or unread stderr.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panicked")));
+}
+
 /// Writes to a cloned file handle, dropping the line if the handle could not be cloned.
 struct LineWriter(Option<std::fs::File>);
 

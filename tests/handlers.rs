@@ -710,3 +710,99 @@ async fn discovery_reads_thousands_of_handlers() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decorator_edge_cases_are_read_or_refused_clearly() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    let mut python = plugin.python().await;
+    let code = r##"
+import json, qntx_handlers
+cases = {
+    "set": "@watch({'b', 'a'})\ndef f(x): pass",
+    "every_twice": "@schedule(60, every=5)\ndef f(): pass",
+    "rate": "@watch('p', max_fires_per_second=1099511627776)\ndef f(x): pass",
+    "two_schedules": "@schedule(every=5)\n@schedule(every=6)\ndef f(): pass",
+    "not_literal": "N = 5\n@schedule(every=N)\ndef f(): pass",
+    "bare_handler": "@handler\ndef go(): pass",
+    "comment": "# Cleans the cache.\n# Twice a day.\n@schedule(every=43200)\ndef f(): pass",
+}
+answers = {}
+for name, source in cases.items():
+    ok, text = qntx_handlers.declarations_json(source, "<case>")
+    answers[name] = json.loads(text) if ok else "ERROR: " + text
+answers
+"##;
+    let response = plugin::execute(&mut python, code).await;
+    let answers = plugin::result_object(&response)["result"].clone();
+    assert_eq!(
+        answers["set"]["watchers"][0]["predicates"],
+        json!(["a", "b"])
+    );
+    assert!(
+        answers["every_twice"]
+            .as_str()
+            .unwrap()
+            .contains("every given twice"),
+        "{answers}"
+    );
+    assert!(
+        answers["rate"]
+            .as_str()
+            .unwrap()
+            .contains("max_fires_per_second"),
+        "{answers}"
+    );
+    assert!(
+        answers["two_schedules"]
+            .as_str()
+            .unwrap()
+            .contains("more than one @schedule"),
+        "{answers}"
+    );
+    assert!(
+        answers["not_literal"]
+            .as_str()
+            .unwrap()
+            .contains("must be literal values"),
+        "{answers}"
+    );
+    assert_eq!(answers["bare_handler"]["entry"], json!("go"));
+    assert_eq!(
+        answers["comment"]["schedules"][0]["description"],
+        json!("Cleans the cache. Twice a day.")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_entry_functions_run_and_host_errors_read_well() {
+    let host = FakeHost::start(TOKEN).await;
+    host.insert(saved(
+        "aio",
+        "import asyncio\nasync def main():\n    await asyncio.sleep(0)\n    return 'awaited'",
+        1_000,
+    ));
+    let plugin = Plugin::start(&["--workers", "1"]);
+    initialize(&plugin, &host).await;
+    assert_eq!(
+        job_result(&job(&plugin, "python.aio", b"").await),
+        json!("awaited")
+    );
+
+    host.set_token("another");
+    let mut python = plugin.python().await;
+    let response =
+        plugin::execute(&mut python, "x = 1\nattest(['x'], ['p'], contexts=['c'])").await;
+    assert!(
+        response
+            .error
+            .contains("qntx.HostError: GenerateAndCreateAttestation"),
+        "{}",
+        response.error
+    );
+    assert!(response.error.contains("line 2"), "{}", response.error);
+    assert!(
+        !response.error.contains("qntx.py"),
+        "no plugin frames: {}",
+        response.error
+    );
+}

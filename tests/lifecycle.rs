@@ -1,5 +1,7 @@
 //! Launch, identity, lifecycle RPCs, jobs and stopping, as the host drives them.
 
+#[path = "support/fake_host.rs"]
+mod fake_host;
 #[path = "support/plugin.rs"]
 mod plugin;
 
@@ -118,14 +120,8 @@ async fn initialize_is_reentrant_and_applies_new_config() {
     let plugin = Plugin::start(&["--workers", "1"]);
     let mut client = plugin.domain().await;
     let mut python = plugin.python().await;
-    let request = |config: &[(&str, &str)]| InitializeRequest {
-        auth_token: "a".repeat(64),
-        config: config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    };
+    let host = fake_host::FakeHost::start("token").await;
+    let request = |config: &[(&str, &str)]| plugin::initialize_request(&host.endpoints(), config);
 
     let first = client.initialize(request(&[])).await.unwrap().into_inner();
     assert!(first.python_provider);
@@ -233,8 +229,26 @@ async fn health_schema_glyphs_and_unimplemented_rpcs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn initialize_without_an_attestation_store_fails_rather_than_declare_nothing() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    let status = plugin
+        .domain()
+        .await
+        .initialize(InitializeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("no ATSStore endpoint"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn python_paths_apply_per_run_in_order() {
     let plugin = Plugin::start(&["--workers", "1"]);
+    let host = fake_host::FakeHost::start("token").await;
     let first = tempfile::tempdir().unwrap();
     let second = tempfile::tempdir().unwrap();
     std::fs::write(first.path().join("shadow.py"), "WHERE = 'first'").unwrap();
@@ -243,10 +257,10 @@ async fn python_paths_apply_per_run_in_order() {
     plugin
         .domain()
         .await
-        .initialize(InitializeRequest {
-            config: [("python_paths".to_string(), paths)].into(),
-            ..Default::default()
-        })
+        .initialize(plugin::initialize_request(
+            &host.endpoints(),
+            &[("python_paths", &paths)],
+        ))
         .await
         .unwrap();
     let mut python = plugin.python().await;

@@ -1,28 +1,25 @@
 //! Deadlines, crashes, output limits, load limits and isolation: what no program may break.
 
+#[path = "support/fake_host.rs"]
+mod fake_host;
 #[path = "support/plugin.rs"]
 mod plugin;
 
 use std::time::{Duration, Instant};
 
 use plugin::{execute, health_detail, result_object, wait_for_detail, wait_ready, Plugin};
-use qntx_python_plugin::proto::{
-    Empty, ExecuteJobRequest, InitializeRequest, PythonExecuteRequest,
-};
+use qntx_python_plugin::proto::{Empty, ExecuteJobRequest, PythonExecuteRequest};
 use serde_json::json;
 use tonic::Code;
 
 /// Sets the plugin's config through Initialize, as the host does.
 async fn configure(plugin: &Plugin, pairs: &[(&str, &str)]) {
-    let mut client = plugin.domain().await;
-    client
-        .initialize(InitializeRequest {
-            config: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        })
+    let host = fake_host::FakeHost::start("token").await;
+    let request = plugin::initialize_request(&host.endpoints(), pairs);
+    plugin
+        .domain()
+        .await
+        .initialize(request)
         .await
         .expect("Initialize");
 }
@@ -350,4 +347,51 @@ async fn health_answers_in_milliseconds_while_every_worker_spins() {
     for spinner in spinners {
         spinner.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threads_and_processes_left_running_never_reach_later_runs() {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    wait_ready(&plugin).await;
+    let mut client = plugin.python().await;
+
+    let code = "import threading, time\ndef chatter():\n    while True:\n        print('leaked', flush=True)\ntime.sleep(0)\nthreading.Thread(target=chatter, name='chatter', daemon=True).start()\ntime.sleep(0.05)\n'started'";
+    let response = execute(&mut client, code).await;
+    assert_eq!(result_object(&response)["result"], json!("started"));
+    let stderr = result_object(&response)["stderr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(stderr.contains("left thread 'chatter' running"), "{stderr}");
+
+    let response = execute(&mut client, "print('clean')").await;
+    assert_eq!(
+        response.output, "clean\n",
+        "no output from the earlier run's thread"
+    );
+    assert_eq!(health_detail(&plugin, "worker_restarts").await, "1");
+
+    let response = execute(
+        &mut client,
+        "import subprocess\nsubprocess.Popen(['sleep', '60'])\n'spawned'",
+    )
+    .await;
+    let stderr = result_object(&response)["stderr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(stderr.contains("process "), "{stderr}");
+    let response = execute(
+        &mut client,
+        "import subprocess\nsubprocess.run(['true'])\n'waited for'",
+    )
+    .await;
+    assert!(
+        !result_object(&response)["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("left"),
+        "a finished child is fine"
+    );
+    assert_eq!(health_detail(&plugin, "worker_restarts").await, "2");
 }

@@ -11,6 +11,7 @@ pub mod naming;
 pub mod schedules;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -63,7 +64,13 @@ pub enum CatalogError {
     Host(#[from] HostError),
     #[error("cannot read the handlers' declarations: {0}")]
     Declare(#[from] PoolError),
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
 }
+
+/// A catalog read must end well within the host's 10 s deadline for Initialize, and a reload
+/// must not hold up a later Initialize for longer.
+pub const DISCOVERY_BUDGET: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -101,12 +108,15 @@ impl Catalog {
         link: &HostLink,
         pool: &Pool,
     ) -> Result<Discovered, CatalogError> {
-        let attestations = match link.stream_all(handler_filter(plugin)).await {
-            Ok(attestations) => attestations,
-            // Without an attestation store there can be no saved handlers.
-            Err(HostError::NoEndpoint { .. }) => Vec::new(),
-            Err(error) => return Err(error.into()),
-        };
+        tokio::time::timeout(DISCOVERY_BUDGET, Self::read(plugin, link, pool))
+            .await
+            .map_err(|_| CatalogError::Timeout(DISCOVERY_BUDGET))?
+    }
+
+    async fn read(plugin: &str, link: &HostLink, pool: &Pool) -> Result<Discovered, CatalogError> {
+        // Also when the host has no attestation store (an empty endpoint): declaring nothing
+        // then would make the host prune every schedule and watcher of this plugin.
+        let attestations = link.stream_all(handler_filter(plugin)).await?;
         let mut catalog = Catalog::default();
         let mut scripts = Vec::new();
         let mut ids = Vec::new();

@@ -31,19 +31,21 @@ fn metadata(plugin: &str, description: &str) -> HashMap<String, String> {
     ])
 }
 
+/// Creates a schedule as the host does for a declaration: paused when declared disabled.
 async fn create(
     link: &HostLink,
     plugin: &str,
     schedule: &ScheduleInfo,
 ) -> Result<String, HostError> {
     let name = naming::host_key(plugin, &schedule.handler_name);
-    link.create_schedule(
-        &name,
-        schedule.interval_seconds,
-        Vec::new(),
-        metadata(plugin, &schedule.description),
-    )
-    .await
+    let metadata = metadata(plugin, &schedule.description);
+    let id = link
+        .create_schedule(&name, schedule.interval_seconds, Vec::new(), metadata)
+        .await?;
+    if !schedule.enabled_by_default {
+        link.pause_schedule(&id).await?;
+    }
+    Ok(id)
 }
 
 /// Brings the host from `old` to `new` declarations; `ids` maps raw handler names to the

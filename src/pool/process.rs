@@ -180,15 +180,12 @@ impl WorkerProcess {
 
     /// After the channel closed: why the worker died. Kills it if it is somehow still alive.
     pub async fn exit_cause(mut self) -> String {
+        // Kill what the program left behind while the leader is still unreaped, so the group id
+        // cannot have been reused by then.
+        kill_group(self.pgid);
         match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
-            Ok(Ok(status)) => {
-                kill_group(self.pgid); // reap leftovers of the program, if any
-                describe_exit(status)
-            }
-            _ => {
-                kill_group(self.pgid);
-                "the worker closed its channel and was killed".to_owned()
-            }
+            Ok(Ok(status)) => describe_exit(status),
+            _ => "the worker closed its channel and was killed".to_owned(),
         }
     }
 }

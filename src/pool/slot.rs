@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::WorkerProcess;
 use super::{Job, PoolConfig, PoolError, PoolStats, RunOutcome, RunSpec, Work, WorkResult};
-use crate::ipc::{CapturedStream, FromWorker, RunRequest, RunStatus, ToWorker};
+use crate::ipc::{CapturedStream, FromWorker, RunRequest, ToWorker};
 
 /// How often a busy worker's memory is checked against the limit.
 const MEMORY_POLL: Duration = Duration::from_millis(50);
@@ -206,6 +206,11 @@ impl Slot {
             tokio::select! {
                 message = worker_reply(self.worker.as_mut()) => match message {
                     Ok(FromWorker::Done(output)) if output.run_id == run_id => {
+                        if !output.leftovers.is_empty() {
+                            tracing::warn!(slot = self.index, leftovers = ?output.leftovers,
+                                "a program left threads or processes running; replacing its worker");
+                            self.kill_worker();
+                        }
                         return Ok(match interrupted {
                             Some((InterruptReason::Deadline, _)) => RunOutcome::TimedOut {
                                 after: spec.timeout, killed: false, stdout: output.stdout, stderr: output.stderr,
@@ -276,11 +281,5 @@ async fn worker_reply(
     match worker {
         Some(worker) => worker.next().await,
         None => Err(crate::ipc::FrameError::Closed),
-    }
-}
-
-impl RunStatus {
-    pub fn is_ok(&self) -> bool {
-        matches!(self, RunStatus::Ok)
     }
 }

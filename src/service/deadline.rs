@@ -7,7 +7,7 @@ const SHARE_OF_DEADLINE: f64 = 0.9;
 
 pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let header = metadata.get("grpc-timeout")?.to_str().ok()?;
-    parse_grpc_timeout(header).map(|d| d.mul_f64(SHARE_OF_DEADLINE))
+    parse_grpc_timeout(header).map(|d| d.min(crate::config::MAX_TIMEOUT).mul_f64(SHARE_OF_DEADLINE))
 }
 
 fn parse_grpc_timeout(header: &str) -> Option<Duration> {

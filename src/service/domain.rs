@@ -16,9 +16,6 @@ use crate::identity::VERSION;
 use crate::proto::domain_plugin_service_server::DomainPluginService;
 use crate::proto::*;
 
-/// Initialize must answer well within the host's 10 s config-change deadline.
-const DISCOVERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
-
 pub struct Domain {
     plugin: Arc<Plugin>,
 }
@@ -120,13 +117,9 @@ impl DomainPluginService for Domain {
             fetch: request.fetch_endpoint,
             auth_token: request.auth_token,
         });
-        let discovered = tokio::time::timeout(
-            DISCOVERY_BUDGET,
-            Catalog::discover(&plugin.name, &link, &plugin.pool),
-        )
-        .await;
+        let discovered = Catalog::discover(&plugin.name, &link, &plugin.pool).await;
         let catalog = match discovered {
-            Ok(Ok(discovered)) => {
+            Ok(discovered) => {
                 handler_jobs::record_faults(
                     link.clone(),
                     plugin.name.clone(),
@@ -134,11 +127,8 @@ impl DomainPluginService for Domain {
                 );
                 discovered.catalog
             }
-            failed => {
-                let reason = match failed {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => format!("no answer within {DISCOVERY_BUDGET:?}"),
-                };
+            Err(error) => {
+                let reason = error.to_string();
                 // Declaring nothing would make the host prune every schedule and watcher.
                 if !plugin.catalog_read.load(Ordering::Relaxed) {
                     return Err(Status::unavailable(format!(
@@ -171,8 +161,6 @@ impl DomainPluginService for Domain {
         );
         plugin.set_catalog(catalog);
         plugin.catalog_read.store(true, Ordering::Relaxed);
-        // The host (re)creates its schedules from this answer; ids are learned afresh.
-        plugin.schedule_ids.lock().await.clear();
         Ok(Response::new(response))
     }
 

@@ -64,10 +64,17 @@ impl Execution {
                         Some(output.error.unwrap_or_else(|| "the program failed".into()))
                     }
                 };
+                let mut stderr = with_marker(output.stderr, max_output_bytes);
+                if !output.leftovers.is_empty() {
+                    stderr.push_str(&format!(
+                        "[the program left {} running; its worker was replaced so they cannot affect later runs]\n",
+                        output.leftovers.join(", ")
+                    ));
+                }
                 Self {
                     success,
                     stdout: with_marker(output.stdout, max_output_bytes),
-                    stderr: with_marker(output.stderr, max_output_bytes),
+                    stderr,
                     result,
                     error,
                     duration_ms,

@@ -14,6 +14,9 @@ use crate::identity::VERSION;
 use crate::ipc::HandlerEntry;
 use crate::proto::{AttestationCommand, AttestationFilter, ExecuteJobResponse};
 
+/// Attestations the freshness check reads to find a handler's newest version.
+const FRESHNESS_WINDOW: i32 = 50;
+
 /// The program for `<name>.<key>[@function]`.
 ///
 /// A cheap freshness check asks the store for the handler's newest version, so an edit runs
@@ -50,12 +53,16 @@ pub async fn program(
                 "handler '{key}' has no code: its newest version has no 'code' attribute"
             ))
         }
-        Ok(None) => {
-            return Err(format!(
+        Ok(None) => match cached {
+            // Only possible when namesakes differing in case fill the window.
+            Some(handler) => handler.code.clone(),
+            None => {
+                return Err(format!(
                 "unknown handler '{key}': no handler attestation with that subject in context '{}'",
                 plugin.name
             ))
-        }
+            }
+        },
         Err(reason) => match (cached, catalog.faulted.get(key)) {
             (Some(handler), _) => {
                 tracing::debug!(%key, %reason, "freshness check failed; running the catalog's copy");
@@ -93,11 +100,13 @@ async fn newest_version(
 ) -> Result<Option<Version>, String> {
     let filter = AttestationFilter {
         subjects: vec![key.to_owned()],
-        limit: Some(1),
+        // Newest first; a few, because the host's matching may ignore case and another
+        // handler's versions can come first.
+        limit: Some(FRESHNESS_WINDOW),
         ..handler_filter(plugin)
     };
     let found = link.query(filter).await.map_err(|e| e.to_string())?;
-    // Exact subject only: the host's matching may ignore case.
+
     Ok(found
         .iter()
         .find(|a| a.subjects.first().map(String::as_str) == Some(key))

@@ -111,11 +111,12 @@ async fn execute(plugin: &Plugin, body: &[u8]) -> HttpResponse {
             Err(message) => return error(400, message),
         },
     };
+    let max = crate::config::MAX_TIMEOUT.as_secs_f64();
     let timeout = match body.timeout_secs {
-        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
+        Some(secs) if !(secs > 0.0 && secs <= max) => {
             return error(
                 400,
-                format!("Invalid request: timeout_secs must be a positive number, got {secs}"),
+                format!("Invalid request: timeout_secs must be between 0 and {max}, got {secs}"),
             )
         }
         Some(secs) => Some(std::time::Duration::from_secs_f64(secs)),

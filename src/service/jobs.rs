@@ -29,7 +29,7 @@ pub async fn execute_job(
     let timeout = request
         .timeout_secs
         .filter(|secs| *secs > 0)
-        .map(|secs| Duration::from_secs(secs as u64))
+        .map(|secs| Duration::from_secs(secs as u64).min(crate::config::MAX_TIMEOUT))
         .or(call_deadline);
     let catalog = plugin.catalog();
     let known = |key: &str| catalog.handlers.contains_key(key) || catalog.faulted.contains_key(key);

@@ -46,17 +46,39 @@ fn lock(buffer: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
 }
 
 /// Reads everything currently in the (non-blocking) pipe into the buffer.
-fn drain(pipe: &File, buffer: &mut Buffer) {
+/// Moves what the pipe holds into the buffer, at most `budget` bytes: a writer that never
+/// pauses (a thread a program left running) must not keep this loop, and the lock, forever.
+fn drain(pipe: &File, buffer: &mut Buffer, budget: usize) {
     let mut chunk = [0u8; 64 * 1024];
-    loop {
-        match (&*pipe).read(&mut chunk) {
+    let mut left = budget;
+    while left > 0 {
+        let want = left.min(chunk.len());
+        match (&*pipe).read(&mut chunk[..want]) {
             Ok(0) => return,
-            Ok(n) => buffer.push(&chunk[..n]),
+            Ok(n) => {
+                buffer.push(&chunk[..n]);
+                left -= n;
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return, // WouldBlock: empty for now
         }
     }
 }
+
+/// Bytes waiting in the pipe right now.
+fn pending(pipe: &File) -> usize {
+    let mut available: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let ok = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut available) } == 0;
+    if ok {
+        available.max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// Most bytes the reader thread moves per turn with the lock held.
+const READER_TURN: usize = 1024 * 1024;
 
 fn wait_readable(fd: RawFd, timeout: Duration) {
     let mut pollfd = libc::pollfd {
@@ -101,7 +123,7 @@ impl StreamCapture {
             .name(format!("capture-fd{target_fd}"))
             .spawn(move || loop {
                 wait_readable(reader_pipe.as_raw_fd(), Duration::from_millis(100));
-                drain(&reader_pipe, &mut lock(&reader_buffer));
+                drain(&reader_pipe, &mut lock(&reader_buffer), READER_TURN);
             })?;
         Ok(Self {
             target_fd,
@@ -116,7 +138,7 @@ impl StreamCapture {
         // SAFETY: dup2 of a descriptor we own onto the stream's fixed descriptor.
         unsafe { libc::dup2(self.write_end.as_raw_fd(), self.target_fd) };
         let mut buffer = lock(&self.buffer);
-        drain(&self.pipe, &mut buffer);
+        drain(&self.pipe, &mut buffer, pending(&self.pipe));
         *buffer = Buffer {
             kept: Vec::new(),
             dropped: 0,
@@ -127,7 +149,8 @@ impl StreamCapture {
     /// Ends a run: everything written so far (the caller has flushed its own buffers).
     pub fn finish(&self) -> CapturedStream {
         let mut buffer = lock(&self.buffer);
-        drain(&self.pipe, &mut buffer);
+        // What was written before this call; whatever comes later belongs to no run.
+        drain(&self.pipe, &mut buffer, pending(&self.pipe));
         let kept = std::mem::take(&mut buffer.kept);
         let dropped = std::mem::take(&mut buffer.dropped);
         CapturedStream {

@@ -14,11 +14,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::host::values::{attestation_to_json, to_struct};
-use crate::host::{Endpoints, HostError, HostLink};
+use crate::host::{Endpoints, HostError as LinkError, HostLink};
 use crate::ipc::HostAccess;
 use crate::proto::{AttestationCommand, AttestationFilter, FetchRequest};
 
-pyo3::create_exception!(_qntx_host, PyHostError, pyo3::exceptions::PyRuntimeError);
+// Shown to users as `qntx.HostError`.
+pyo3::create_exception!(qntx, HostError, pyo3::exceptions::PyRuntimeError);
 
 struct Session {
     access: HostAccess,
@@ -71,7 +72,7 @@ pub fn set_access(access: Option<HostAccess>) {
 pub fn register(py: Python<'_>) -> PyResult<()> {
     let module = PyModule::new(py, "_qntx_host")?;
     module.add_function(wrap_pyfunction!(call, &module)?)?;
-    module.add("HostError", py.get_type::<PyHostError>())?;
+    module.add("HostError", py.get_type::<HostError>())?;
     py.import("sys")?
         .getattr("modules")?
         .set_item("_qntx_host", module)?;
@@ -85,7 +86,7 @@ enum CallError {
     #[error("{method}: bad request: {reason}")]
     Request { method: String, reason: String },
     #[error("{0}")]
-    Host(#[from] HostError),
+    Host(#[from] LinkError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -106,7 +107,7 @@ fn call(py: Python<'_>, method: &str, request: &str) -> PyResult<String> {
     });
     match outcome {
         Ok(value) => Ok(value.to_string()),
-        Err(error) => Err(PyHostError::new_err(error.to_string())),
+        Err(error) => Err(HostError::new_err(error.to_string())),
     }
 }
 
@@ -257,13 +258,12 @@ async fn dispatch(
                 time_end: filter.time_end,
                 limit: filter.limit.filter(|l| *l > 0),
             };
-            Value::Array(
-                link.query(filter)
-                    .await?
-                    .iter()
-                    .map(attestation_to_json)
-                    .collect(),
-            )
+            // Without a limit the answer can be large: the stream has no message-size cap.
+            let found = match filter.limit {
+                Some(_) => link.query(filter).await?,
+                None => link.stream_all(filter).await?,
+            };
+            Value::Array(found.iter().map(attestation_to_json).collect())
         }
         "fetch" => {
             let fetch: Fetch = parse(method, request)?;

@@ -78,14 +78,25 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             ToWorker::Run(request) => {
                 stdout.begin(request.max_output_bytes);
                 stderr.begin(request.max_output_bytes);
-                let (status, result_json, error) = runtime.run(&request, &interrupter);
+                let ran = runtime.run(&request, &interrupter);
+                let mut leftovers: Vec<String> = ran
+                    .leftover_threads
+                    .into_iter()
+                    .map(|name| format!("thread '{name}'"))
+                    .collect();
+                leftovers.extend(
+                    running_children()
+                        .into_iter()
+                        .map(|pid| format!("process {pid}")),
+                );
                 FromWorker::Done(RunOutput {
                     run_id: request.run_id,
-                    status,
+                    status: ran.status,
                     stdout: stdout.finish(),
                     stderr: stderr.finish(),
-                    result_json,
-                    error,
+                    result_json: ran.result_json,
+                    error: ran.error,
+                    leftovers,
                 })
             }
             ToWorker::CheckModules { modules } => FromWorker::ModulesChecked {
@@ -94,13 +105,33 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             ToWorker::Declare { scripts } => FromWorker::Declared {
                 results: runtime.declare(&scripts),
             },
-            ToWorker::Interrupt { run_id } => {
-                interrupter.interrupt(run_id);
-                continue;
-            }
+            // Interrupts come on their own socket; one sent here would be for a finished run.
+            ToWorker::Interrupt { .. } => continue,
         };
         ipc::write_blocking(&mut channel, &reply)?;
     }
+}
+
+/// Child processes of this worker that are still running (zombies do not count).
+fn running_children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let children = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        });
+    children
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+            !state.is_empty() && !state.starts_with('Z')
+        })
+        .collect()
 }
 
 /// The two sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`

@@ -17,6 +17,15 @@ const MODULES: &[(&str, &str)] = &[
     ("qntx_runtime", include_str!("python/qntx_runtime.py")),
 ];
 
+/// How a program ended, as Python saw it.
+pub struct Ran {
+    pub status: RunStatus,
+    pub result_json: String,
+    pub error: Option<String>,
+    /// Threads the program started that are still running.
+    pub leftover_threads: Vec<String>,
+}
+
 pub struct Runtime {
     runtime: Py<PyModule>,
     handlers: Py<PyModule>,
@@ -71,12 +80,8 @@ impl Runtime {
         &self.python_version
     }
 
-    /// Runs one program; returns (status, result JSON, error text).
-    pub fn run(
-        &self,
-        request: &RunRequest,
-        interrupter: &Interrupter,
-    ) -> (RunStatus, String, Option<String>) {
+    /// Runs one program.
+    pub fn run(&self, request: &RunRequest, interrupter: &Interrupter) -> Ran {
         host_bridge::set_access(request.host.clone());
         let (handler_key, entry_function) = match &request.handler {
             Some(entry) => (Some(entry.key.as_str()), entry.function.as_deref()),
@@ -94,25 +99,31 @@ impl Runtime {
                     handler_key,
                     entry_function,
                 ))?
-                .extract::<(String, String, Option<String>)>()
+                .extract::<(String, String, Option<String>, Vec<String>)>()
             });
             interrupter.end_run(py);
             // C stdio buffers belong to this run's output too.
             // SAFETY: fflush(NULL) flushes every open C stream.
             unsafe { libc::fflush(std::ptr::null_mut()) };
+            let failed = |error: String| Ran {
+                status: RunStatus::Error,
+                result_json: "null".into(),
+                error: Some(error),
+                leftover_threads: Vec::new(),
+            };
             match outcome {
-                Ok((status, result, error)) => (parse_status(&status), result, error),
+                Ok((status, result_json, error, leftover_threads)) => Ran {
+                    status: parse_status(&status),
+                    result_json,
+                    error,
+                    leftover_threads,
+                },
                 // Only an interrupt landing inside the runtime's own bookkeeping gets here.
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => (
-                    RunStatus::Interrupted,
-                    "null".into(),
-                    Some("KeyboardInterrupt\n".into()),
-                ),
-                Err(e) => (
-                    RunStatus::Error,
-                    "null".into(),
-                    Some(format!("internal error in the worker: {}", describe(py, e))),
-                ),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => Ran {
+                    status: RunStatus::Interrupted,
+                    ..failed("KeyboardInterrupt\n".into())
+                },
+                Err(e) => failed(format!("internal error in the worker: {}", describe(py, e))),
             }
         })
     }

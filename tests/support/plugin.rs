@@ -193,6 +193,25 @@ impl Drop for Plugin {
     }
 }
 
+/// An Initialize request for a host at `endpoints` (a fake host in tests), with `config`.
+pub fn initialize_request(
+    endpoints: &qntx_python_plugin::host::Endpoints,
+    config: &[(&str, &str)],
+) -> qntx_python_plugin::proto::InitializeRequest {
+    qntx_python_plugin::proto::InitializeRequest {
+        ats_store_endpoint: endpoints.ats_store.clone(),
+        queue_endpoint: endpoints.queue.clone(),
+        schedule_endpoint: endpoints.schedule.clone(),
+        fetch_endpoint: endpoints.fetch.clone(),
+        auth_token: endpoints.auth_token.clone(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// One Execute call.
 pub async fn execute(
     client: &mut PythonServiceClient<Channel>,

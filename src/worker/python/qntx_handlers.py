@@ -10,6 +10,7 @@ announces and what a run calls can never disagree.
 """
 
 import ast
+import asyncio
 import inspect
 import math
 
@@ -33,7 +34,9 @@ class DeclarationError(ValueError):
 def _strings(value, what):
     if isinstance(value, str):
         values = [value]
-    elif isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+    elif isinstance(value, (set, frozenset)) and all(isinstance(v, str) for v in value):
+        values = sorted(value)  # a stable order, so the watcher does not change between reads
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         values = list(value)
     else:
         raise DeclarationError(f"{what} must be a string or a list of strings, got {value!r}")
@@ -52,7 +55,7 @@ def normalise_watch(args, kwargs):
     rate = DEFAULT_FIRES_PER_SECOND
     for key, value in kwargs.items():
         if key == "max_fires_per_second":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
                 raise DeclarationError(f"@watch max_fires_per_second must be a positive integer, got {value!r}")
             rate = value
             continue
@@ -74,6 +77,8 @@ def normalise_schedule(args, kwargs):
     unknown = set(kwargs) - {"every", "description", "enabled"}
     if unknown:
         raise DeclarationError(f"@schedule has no argument {sorted(unknown)[0]!r}")
+    if args and "every" in kwargs:
+        raise DeclarationError("@schedule every given twice (positionally and as every=)")
     every = args[0] if args else kwargs.get("every")
     if isinstance(every, bool) or not isinstance(every, (int, float)) or not math.isfinite(every):
         raise DeclarationError(f"@schedule every must be a number of seconds, got {every!r}")
@@ -174,6 +179,8 @@ def declarations(code, filename="<handler>"):
             if kind == "watch":
                 watchers.append(declared)
             elif kind == "schedule":
+                if any(s["function"] == node.name for s in schedules):
+                    raise DeclarationError(f"{node.name}() has more than one @schedule; use one per function")
                 declared["description"] = declared["description"] or docstring or module_description
                 schedules.append(declared)
             else:
@@ -255,6 +262,12 @@ def _matches(declared, attestation):
 
 
 def _call(function, upstream):
+    value = _call_with_upstream(function, upstream)
+    # An ``async def`` entry returns a coroutine: run it to completion.
+    return asyncio.run(value) if inspect.iscoroutine(value) else value
+
+
+def _call_with_upstream(function, upstream):
     try:
         takes_argument = any(
             p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)

@@ -15,6 +15,7 @@ import signal
 import site
 import sys
 import traceback
+import threading
 import types
 
 import qntx
@@ -38,7 +39,13 @@ def _stream(fd):
     return current
 
 
+# sys.path as set up at start; each run starts from it, so nothing a program or a configured
+# path added survives into the next run (not even when an interrupt cut a run's cleanup short).
+_BASE_PATH = list(sys.path)
+
+
 def _reset_process_state():
+    sys.path[:] = _BASE_PATH
     sys.stdout = sys.__stdout__ = _stream(1)
     sys.stderr = sys.__stderr__ = _stream(2)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -65,6 +72,7 @@ def setup(environment):
             )
         # addsitedir honours .pth files, which Nix environments and editable installs rely on.
         site.addsitedir(str(site_packages))
+    _BASE_PATH[:] = sys.path
     _reset_process_state()
     return sys.version.split()[0]
 
@@ -79,7 +87,7 @@ API["qntx"] = qntx
 
 
 # Frames of the plugin's own modules are not the user's business.
-_INTERNAL_FILES = {"qntx_runtime.py", "qntx_handlers.py"}
+_INTERNAL_FILES = {"qntx_runtime.py", "qntx_handlers.py", "qntx.py", "qntx_values.py"}
 
 
 def _format_exception(exc):
@@ -120,7 +128,7 @@ def _result_of(value):
     return "ok", text, None
 
 
-def run(code, filename, upstream_json, glyph_id, python_paths, handler_key, entry_function):
+def _run_program(code, filename, upstream_json, glyph_id, python_paths, handler_key, entry_function):
     """Runs one program. Returns (status, result_json, error) with status ok/error/interrupted.
 
     A plain program's value is ``_result`` if set, else its trailing expression. A handler
@@ -172,6 +180,15 @@ def run(code, filename, upstream_json, glyph_id, python_paths, handler_key, entr
                 sys.path.remove(path)
             except ValueError:
                 pass
+
+
+def run(*args):
+    """Runs one program (see ``_run_program``); also returns the names of threads it started
+    that are still running, which would otherwise leak output and CPU into later runs."""
+    before = {thread.ident for thread in threading.enumerate()}
+    status, result, error = _run_program(*args)
+    leftovers = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    return status, result, error, leftovers
 
 
 def check_modules(modules):

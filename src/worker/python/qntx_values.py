@@ -21,9 +21,9 @@ def to_json_value(value, _depth=0, _seen=None):
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
-        # Integers beyond 64 bits become decimal strings: few JSON readers keep them exact.
+        # Integers outside signed 64 bits become decimal strings: few JSON readers keep them.
         value = int(value)
-        return value if -(2**63) <= value < 2**64 else str(value)
+        return value if -(2**63) <= value < 2**63 else str(value)
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
