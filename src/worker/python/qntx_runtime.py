@@ -185,8 +185,13 @@ def _run_program(code, filename, upstream_json, glyph_id, python_paths, handler_
 def run(*args):
     """Runs one program (see ``_run_program``); also returns the names of threads it started
     that are still running, which would otherwise leak output and CPU into later runs."""
+    # A run starts with no thread of an earlier run alive (their workers are replaced), so a
+    # higher count after the run means threads of this one are still running.
+    count = threading.active_count()
     before = {thread.ident for thread in threading.enumerate()}
     status, result, error = _run_program(*args)
+    if threading.active_count() <= count:
+        return status, result, error, []
     leftovers = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     return status, result, error, leftovers
 
