@@ -10,7 +10,6 @@ announces and what a run calls can never disagree.
 """
 
 import ast
-import asyncio
 import inspect
 import math
 
@@ -263,8 +262,13 @@ def _matches(declared, attestation):
 
 def _call(function, upstream):
     value = _call_with_upstream(function, upstream)
-    # An ``async def`` entry returns a coroutine: run it to completion.
-    return asyncio.run(value) if inspect.iscoroutine(value) else value
+    # An ``async def`` entry returns a coroutine: run it to completion. asyncio is imported
+    # only then: it would add megabytes to every idle worker.
+    if inspect.iscoroutine(value):
+        import asyncio
+
+        return asyncio.run(value)
+    return value
 
 
 def _call_with_upstream(function, upstream):
