@@ -39,28 +39,24 @@
 
           # What the Rust build needs, and nothing else: a new or edited variant must not rebuild
           # Rust. proto/ is listed explicitly (build.rs compiles it).
+          buildFiles = [
+            ./Cargo.toml
+            ./Cargo.lock
+            ./build.rs
+            ./src
+            ./proto
+          ];
           buildSrc = lib.fileset.toSource {
             root = ./.;
-            fileset = lib.fileset.unions [
-              ./Cargo.toml
-              ./Cargo.lock
-              ./build.rs
-              ./src
-              ./proto
-            ];
+            fileset = lib.fileset.unions buildFiles;
           };
           # The checks (unit tests, clippy over every target) also see the variant files and tests.
           checkSrc = lib.fileset.toSource {
             root = ./.;
-            fileset = lib.fileset.unions [
-              ./Cargo.toml
-              ./Cargo.lock
-              ./build.rs
-              ./src
-              ./proto
+            fileset = lib.fileset.unions (buildFiles ++ [
               ./variants
               ./tests
-            ];
+            ]);
           };
 
           rustArgs = {

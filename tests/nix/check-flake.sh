@@ -229,7 +229,7 @@ run_mutations() {
     'flake.nix|        "aarch64-darwin"\n|'
     'flake.nix|nixpkgs/nixos-unstable|nixpkgs/nixos-24.11'
     'flake.lock|29916453413845e54a65b8a1cf996842300cd299|29916453413845e54a65b8a1cf996842300cd298'
-    'flake.nix|./src\n              ./proto\n            ];\n          };\n          # The checks|./src\n            ];\n          };\n          # The checks'
+    'flake.nix|./src\n            ./proto\n          ];\n          buildSrc|./src\n          ];\n          buildSrc'
     'flake.nix| --python-env ${env}|'
   )
   local i dir caught

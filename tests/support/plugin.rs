@@ -232,46 +232,58 @@ pub fn result_object(response: &PythonExecuteResponse) -> serde_json::Value {
     serde_json::from_slice(&response.result).expect("result is JSON")
 }
 
-/// Polls Health until every worker is up (tests that count restarts need a settled pool).
-pub async fn wait_ready(plugin: &Plugin) {
+/// Polls Health until `done` holds for its details, for up to `patience`.
+async fn wait_for_health(
+    plugin: &Plugin,
+    what: &str,
+    patience: Duration,
+    done: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) {
     let mut client = plugin.domain().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience;
     loop {
         let health = client
             .health(qntx_python_plugin::proto::Empty {})
             .await
             .unwrap()
             .into_inner();
-        if health.details.get("workers_ready") == health.details.get("workers_total") {
+        if done(&health.details) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "workers never became ready: {health:?}"
+            "Health never showed {what}: {health:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-/// Polls Health until `key` reads `value` (e.g. until a run occupies a worker), for 10 s.
+/// Waits until every worker is up (tests that count restarts need a settled pool).
+pub async fn wait_ready(plugin: &Plugin) {
+    let all_ready = |details: &std::collections::HashMap<String, String>| {
+        details.get("workers_ready") == details.get("workers_total")
+    };
+    wait_for_health(
+        plugin,
+        "every worker ready",
+        Duration::from_secs(30),
+        all_ready,
+    )
+    .await;
+}
+
+/// Waits until Health's `key` reads `value` (e.g. until a run occupies a worker).
 pub async fn wait_for_detail(plugin: &Plugin, key: &str, value: &str) {
-    let mut client = plugin.domain().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let health = client
-            .health(qntx_python_plugin::proto::Empty {})
-            .await
-            .unwrap()
-            .into_inner();
-        if health.details.get(key).map(String::as_str) == Some(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Health never showed {key} = {value}: {health:?}"
-        );
-        tokio::task::yield_now().await;
-    }
+    let matches = |details: &std::collections::HashMap<String, String>| {
+        details.get(key).map(String::as_str) == Some(value)
+    };
+    wait_for_health(
+        plugin,
+        &format!("{key} = {value}"),
+        Duration::from_secs(10),
+        matches,
+    )
+    .await;
 }
 
 pub async fn health_detail(plugin: &Plugin, key: &str) -> String {
