@@ -153,10 +153,6 @@ impl Pool {
         self.queue.len()
     }
 
-    pub fn config(&self) -> &PoolConfig {
-        &self.config
-    }
-
     async fn submit(&self, work: Work) -> Result<WorkResult, PoolError> {
         if self.shutdown.is_cancelled() {
             return Err(PoolError::ShuttingDown);

@@ -92,10 +92,9 @@ impl Slot {
                     .execute(*spec, &mut job.reply)
                     .await
                     .map(WorkResult::Run),
-                Work::CheckModules(ref modules) => self
-                    .check_modules(modules.clone())
-                    .await
-                    .map(WorkResult::Modules),
+                Work::CheckModules(modules) => {
+                    self.check_modules(modules).await.map(WorkResult::Modules)
+                }
             };
             self.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
             self.stats.runs_completed.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_upstream, Plugin, Program};
+use super::{upstream_from_value, Plugin, Program};
 use crate::identity::VERSION;
 use crate::proto::{HttpHeader, HttpRequest, HttpResponse, RouteInfo};
 
@@ -104,13 +104,7 @@ async fn execute(plugin: &Plugin, body: &[u8]) -> HttpResponse {
     let Some(code) = body.content.filter(|c| !c.trim().is_empty()) else {
         return error(400, "Missing 'content' field");
     };
-    let upstream_json = match body.upstream_attestation {
-        None | Some(Value::Null) => None,
-        Some(value) => match parse_upstream(value.to_string().as_bytes(), "upstream_attestation") {
-            Ok(json) => json,
-            Err(message) => return error(400, message),
-        },
-    };
+    let upstream_json = upstream_from_value(body.upstream_attestation);
     let max = crate::config::MAX_TIMEOUT.as_secs_f64();
     let timeout = match body.timeout_secs {
         Some(secs) if !(secs > 0.0 && secs <= max) => {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::execution::Execution;
-use super::{handler_jobs, Plugin, Program};
+use super::{handler_jobs, upstream_from_value, Plugin, Program};
 use crate::catalog::naming::{self, Route};
 use crate::identity::VERSION;
 use crate::proto::{ExecuteJobRequest, ExecuteJobResponse, JobLogEntry};
@@ -72,10 +72,7 @@ fn script_program(request: &ExecuteJobRequest) -> Result<Program, String> {
         .ok_or_else(|| {
             format!("{handler}: the payload has no code: 'content' is missing or empty")
         })?;
-    let upstream_json = match payload.upstream {
-        None | Some(serde_json::Value::Null) => None,
-        Some(value) => Some(value.to_string()),
-    };
+    let upstream_json = upstream_from_value(payload.upstream);
     Ok(Program {
         code,
         filename: format!("<job {}>", request.job_id),

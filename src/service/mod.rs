@@ -147,6 +147,12 @@ impl From<PoolError> for Status {
     }
 }
 
+/// `upstream` given inside a JSON body (a job payload, an HTTP request): already valid JSON,
+/// so it only needs its text; `null` means no upstream.
+pub fn upstream_from_value(value: Option<serde_json::Value>) -> Option<String> {
+    value.filter(|v| !v.is_null()).map(|v| v.to_string())
+}
+
 /// Checks a program's `upstream` JSON; the error names what is wrong.
 pub fn parse_upstream(bytes: &[u8], field: &str) -> Result<Option<String>, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
