@@ -9,6 +9,7 @@ pub mod host;
 pub mod identity;
 pub mod ipc;
 pub mod logging;
+pub mod platform;
 pub mod pool;
 pub mod proto;
 pub mod server;
