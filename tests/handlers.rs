@@ -850,6 +850,14 @@ async fn a_handler_runs_in_the_environment_its_directive_names() {
         job_result(&job(&plugin, "python.in_data@on_reading", &upstream).await),
         json!(["data", "pump-12"])
     );
+    // The catalog records each handler's environment.
+    let reload = job(&plugin, "python.__reload", b"").await;
+    assert!(reload.success, "{}", reload.error);
+    let result: serde_json::Value = serde_json::from_slice(&reload.result).unwrap();
+    assert_eq!(
+        result["environments"],
+        json!({"in_data": "data", "in_default": "bio"})
+    );
 
     // An unknown environment faults the handler, recorded in the store, and its jobs fail.
     let deadline = Instant::now() + Duration::from_secs(10);
