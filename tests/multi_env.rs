@@ -55,6 +55,13 @@ async fn run(plugin: &Plugin, code: &str) -> (bool, Value, String) {
     (response.success, object["result"].clone(), response.error)
 }
 
+/// The error of a run that must fail.
+async fn run_error(plugin: &Plugin, code: &str) -> String {
+    let (ok, result, error) = run(plugin, code).await;
+    assert!(!ok, "{code:?} succeeded with {result}");
+    error
+}
+
 async fn job(plugin: &Plugin, code: &str) -> (bool, Value, String) {
     let payload = serde_json::to_vec(&json!({ "content": code })).unwrap();
     let response = plugin
@@ -135,8 +142,7 @@ async fn a_directive_routes_the_run_and_nothing_else_is_seen() {
     assert_eq!(result["path"], json!([data_site.display().to_string()]));
 
     // A module only in `data` does not exist in `bio`.
-    let (ok, _, error) = run(plugin, "# py:bio\nimport data_marker").await;
-    assert!(!ok);
+    let error = run_error(plugin, "# py:bio\nimport data_marker").await;
     assert!(
         error.contains("ModuleNotFoundError: No module named 'data_marker'"),
         "{error}"
@@ -204,8 +210,7 @@ async fn unknown_and_conflicting_directives_fail_the_run_with_the_reason() {
     let setup = two_environments(&[]);
     let plugin = &setup.plugin;
 
-    let (ok, _, error) = run(plugin, "x = 1\n# py:ml\nx").await;
-    assert!(!ok);
+    let error = run_error(plugin, "x = 1\n# py:ml\nx").await;
     assert_eq!(
         error,
         "no Python environment named 'ml' (asked for by `# py:ml` on line 2); this plugin has bio, data (default: bio)"
@@ -217,14 +222,12 @@ async fn unknown_and_conflicting_directives_fail_the_run_with_the_reason() {
         "{error}"
     );
 
-    let (ok, _, error) = run(plugin, "# py:bio\nx = 1\n# py:data\n").await;
-    assert!(!ok);
+    let error = run_error(plugin, "# py:bio\nx = 1\n# py:data\n").await;
     assert_eq!(
         error,
         "the program names two environments, `# py:bio` (line 1) and `# py:data` (line 3); keep one"
     );
-    let (ok, _, error) = run(plugin, "# py:Data\n1").await;
-    assert!(!ok);
+    let error = run_error(plugin, "# py:Data\n1").await;
     assert!(
         error.contains("line 1: `# py:Data` does not name an environment"),
         "{error}"
@@ -249,8 +252,7 @@ async fn a_crash_in_one_environment_leaves_a_run_in_the_other_alone() {
     let bio_run = tokio::spawn(async move { execute(&mut client, &waiting).await });
     wait_for_detail(plugin, "env.bio.busy", "1").await;
 
-    let (ok, _, error) = run(plugin, "# py:data\nimport os\nos._exit(3)").await;
-    assert!(!ok);
+    let error = run_error(plugin, "# py:data\nimport os\nos._exit(3)").await;
     assert!(error.contains("exited with status 3"), "{error}");
     assert_eq!(health_detail(plugin, "env.bio.busy").await, "1");
 
