@@ -1,21 +1,9 @@
 //! macOS: no `pipe2`, no `SOCK_CLOEXEC`, no parent-death signal, no `sigtimedwait`, no `/proc`.
 //! Compiled and clippy-checked in CI from Linux (`.ci/run`); not run on a Mac there.
 
-use std::os::fd::OwnedFd;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use nix::sys::signal::{SigSet, Signal};
-
-pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (read_end, write_end) = nix::unistd::pipe()?;
-    for end in [&read_end, &write_end] {
-        fcntl(end, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    }
-    let flags = OFlag::from_bits_truncate(fcntl(&read_end, FcntlArg::F_GETFL)?);
-    fcntl(&read_end, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok((read_end, write_end))
-}
+pub use super::posix::{discard_pending, pipe};
 
 pub fn in_child_before_exec() -> std::io::Result<()> {
     // No parent-death signal on macOS: the worker notices through its interrupt socket.
@@ -31,26 +19,6 @@ static SPAWNS: Mutex<()> = Mutex::new(());
 
 pub fn hold_spawns() -> SpawnGuard {
     SpawnGuard(SPAWNS.lock().unwrap_or_else(PoisonError::into_inner))
-}
-
-pub fn discard_pending(signal: Signal) {
-    let mut set = SigSet::empty();
-    set.add(signal);
-    // sigwait never waits here: it is only called while the signal is pending, and the calling
-    // thread has it blocked, so no other thread can take it in between.
-    while pending().is_some_and(|pending| pending.contains(signal)) {
-        if set.wait().is_err() {
-            return;
-        }
-    }
-}
-
-fn pending() -> Option<SigSet> {
-    // SAFETY: sigpending fills the set we own, and a filled set is a valid sigset_t.
-    unsafe {
-        let mut raw: libc::sigset_t = std::mem::zeroed();
-        (libc::sigpending(&mut raw) == 0).then(|| SigSet::from_sigset_t_unchecked(raw))
-    }
 }
 
 /// `proc_pidinfo` for one fixed-size record; `None` if the process is gone (or a zombie).

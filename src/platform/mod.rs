@@ -32,6 +32,8 @@ mod os;
 mod os;
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!("qntx-python-plugin supports Linux and macOS");
+#[cfg(any(target_os = "macos", test))]
+mod posix;
 
 pub use os::SpawnGuard;
 
@@ -134,8 +136,9 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn pipe_is_close_on_exec_with_a_non_blocking_read_end() {
+    fn assert_pipe_is_close_on_exec_with_a_non_blocking_read_end(
+        pipe: fn() -> std::io::Result<(OwnedFd, OwnedFd)>,
+    ) {
         let (read_end, write_end) = pipe().unwrap();
         for fd in [&read_end, &write_end] {
             let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
@@ -158,6 +161,13 @@ mod tests {
         assert_eq!(reader.read(&mut buf).unwrap(), 2);
     }
 
+    #[test]
+    fn pipe_is_close_on_exec_with_a_non_blocking_read_end() {
+        assert_pipe_is_close_on_exec_with_a_non_blocking_read_end(pipe);
+        // The macOS way, run here too.
+        assert_pipe_is_close_on_exec_with_a_non_blocking_read_end(posix::pipe);
+    }
+
     /// The calling thread's pending signals (`sigpending`, which nix does not wrap).
     fn pending() -> SigSet {
         // SAFETY: sigpending fills the set we own; the set it fills is a valid sigset_t.
@@ -168,24 +178,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn discard_pending_takes_a_blocked_signal_without_running_its_handler() {
+    fn assert_discard_pending_takes_a_blocked_signal(discard: fn(Signal)) {
         // A thread of its own: the mask and the thread-directed signal stay there. SIGUSR2 has
         // no handler here, so if it were delivered rather than taken, the test process would die.
-        std::thread::spawn(|| {
+        std::thread::spawn(move || {
             let mut set = SigSet::empty();
             set.add(Signal::SIGUSR2);
             set.thread_block().unwrap();
             let this_thread = nix::sys::pthread::pthread_self();
             nix::sys::pthread::pthread_kill(this_thread, Signal::SIGUSR2).unwrap();
             assert!(pending().contains(Signal::SIGUSR2));
-            discard_pending(Signal::SIGUSR2);
+            discard(Signal::SIGUSR2);
             assert!(!pending().contains(Signal::SIGUSR2));
-            discard_pending(Signal::SIGUSR2); // nothing pending: returns at once
+            discard(Signal::SIGUSR2); // nothing pending: returns at once
             set.thread_unblock().unwrap();
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn discard_pending_takes_a_blocked_signal_without_running_its_handler() {
+        assert_discard_pending_takes_a_blocked_signal(discard_pending);
+        // The macOS way (sigpending, then sigwait), run here too.
+        assert_discard_pending_takes_a_blocked_signal(posix::discard_pending);
     }
 
     #[test]
