@@ -45,6 +45,10 @@ pub struct Cli {
     /// Variant file listing the packages the environment must provide.
     #[arg(long, env = env_vars::VARIANT)]
     variant: Option<PathBuf>,
+    /// Also serve the HTTP routes over plain HTTP at HOST:PORT (e.g. 127.0.0.1:8765), with a
+    /// page at / that hosts the glyph without a QNTX host.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// Import every package of the variant, print name and version, exit non-zero on failure.
     #[arg(long)]
     check_environment: bool,
@@ -200,6 +204,16 @@ async fn serve(cli: &Cli, name: String, variant: Option<Variant>) -> Result<Exit
     tracing::info!(%name, address = %bound, workers, version = identity::VERSION, "serving");
     if let Some(variant) = variant {
         spawn_environment_check(Arc::clone(&plugin), variant);
+    }
+    if let Some(address) = &cli.http {
+        let (host, port) = split_address(address, 8765)?;
+        let listener = server::bind(&host, port).await.map_err(|e| e.to_string())?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(http = %bound, "serving the HTTP routes and the glyph page at http://{bound}/");
+        tokio::spawn(crate::service::http::standalone::serve(
+            listener,
+            Arc::clone(&plugin),
+        ));
     }
     server::serve(listener, plugin)
         .await

@@ -86,6 +86,7 @@ pub async fn program(
             key: key.to_owned(),
             function: function.map(str::to_owned),
         }),
+        env: None,
     })
 }
 

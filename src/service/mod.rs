@@ -52,6 +52,8 @@ pub struct Program {
     pub upstream_json: Option<String>,
     pub glyph_id: String,
     pub handler: Option<HandlerEntry>,
+    /// The environment the caller asked for explicitly (HTTP body `env`), if any.
+    pub env: Option<String>,
 }
 
 impl Plugin {
