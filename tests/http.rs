@@ -340,3 +340,115 @@ async fn the_host_door_shares_the_router_and_registers_one_glyph() {
     let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!((answer.status_code, &body["result"]), (200, &json!(2)));
 }
+
+/// A minimal environment: a prefix whose site-packages holds one marker module.
+fn marker_env(root: &std::path::Path, name: &str) -> String {
+    let version = qntx_python_plugin::environments::embedded_python();
+    let minor: Vec<&str> = version.split('.').take(2).collect();
+    let site = root
+        .join(name)
+        .join("lib")
+        .join(format!("python{}", minor.join(".")))
+        .join("site-packages");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join(format!("marker_{name}.py")),
+        format!("NAME = {name:?}\n"),
+    )
+    .unwrap();
+    format!("{name}={}", root.join(name).display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_environments_through_the_routes_and_the_glyph() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alpha, beta) = (
+        marker_env(dir.path(), "alpha"),
+        marker_env(dir.path(), "beta"),
+    );
+    let plugin = Plugin::start(&[
+        "--workers",
+        "2",
+        "--http",
+        "127.0.0.1:0",
+        "--env",
+        &alpha,
+        "--env",
+        &beta,
+    ]);
+    let address = http_address(&plugin);
+
+    let body = request(&address, "GET", "/environments", b"").json();
+    let names: Vec<&str> = body["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert_eq!(body["default"], json!("alpha"));
+
+    let run = |body: serde_json::Value| {
+        let answer = request(&address, "POST", "/execute", body.to_string().as_bytes());
+        (answer.status, answer.json())
+    };
+    let code = "import marker_beta\nmarker_beta.NAME";
+    let (status, body) = run(json!({"content": code, "env": "beta"}));
+    assert_eq!((status, &body["result"]), (200, &json!("beta")), "{body}");
+    let (status, body) = run(json!({"content": code}));
+    assert_eq!(status, 400, "the default environment has no marker_beta");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("ModuleNotFoundError"));
+    let (status, body) = run(json!({"content": "# py:alpha\nimport marker_alpha", "env": "beta"}));
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("alpha") && error.contains("beta"),
+        "names both: {error}"
+    );
+    let (status, body) = run(json!({"content": "1", "env": "gamma"}));
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("gamma"));
+
+    let answer = request(
+        &address,
+        "GET",
+        "/uv/check?module=marker_beta&env=beta",
+        b"",
+    );
+    assert_eq!(answer.json()["available"], json!(true));
+    let answer = request(
+        &address,
+        "GET",
+        "/uv/check?module=marker_beta&env=alpha",
+        b"",
+    );
+    assert_eq!(answer.json()["available"], json!(false));
+    let answer = request(
+        &address,
+        "POST",
+        "/pip/install",
+        br#"{"package": "rich", "env": "beta"}"#,
+    );
+    let error = answer.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("variants/beta.toml") && error.contains("/beta"),
+        "names the venv and its variant file: {error}"
+    );
+
+    let glyphs = plugin
+        .domain()
+        .await
+        .register_glyphs(Empty {})
+        .await
+        .unwrap()
+        .into_inner()
+        .glyphs;
+    assert_eq!(glyphs.len(), 1);
+    assert_eq!(
+        (glyphs[0].symbol.as_str(), glyphs[0].title.as_str()),
+        ("py:*", "Python · alpha · beta")
+    );
+}
