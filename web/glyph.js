@@ -34,7 +34,7 @@ const STYLE = `
   color: inherit; border-radius: 4px; padding: 3px 10px; cursor: pointer; }
 .qpy button.qpy-btn:disabled { opacity: .5; cursor: default; }
 .qpy button.qpy-run { background: #2f6f3e; border-color: #3f8f52; font-weight: 600; }
-.qpy .qpy-editor { display: flex; flex: 0 1 38%; min-height: 90px; border: 1px solid #44475a;
+.qpy .qpy-editor { display: flex; flex: 0 1 30%; min-height: 90px; border: 1px solid #44475a;
   border-radius: 4px; overflow: hidden; background: #16171b; }
 .qpy .qpy-gutter, .qpy .qpy-code { font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas,
   monospace; margin: 0; padding: 6px; }
@@ -58,7 +58,7 @@ const STYLE = `
 .qpy .qpy-section.qpy-error .qpy-where { color: #ff7b72; font-weight: 600; margin-bottom: 2px; }
 .qpy .qpy-section.qpy-stderr { border-color: #e5c07b; }
 .qpy .qpy-section.qpy-stderr pre { color: #e5c07b; }
-.qpy .qpy-figure { max-width: 100%; max-height: 360px; width: auto; height: auto; background: #fff; border-radius: 3px;
+.qpy .qpy-figure { max-width: 100%; max-height: 300px; width: auto; height: auto; background: #fff; border-radius: 3px;
   display: block; margin: 2px 0; }
 .qpy table.qpy-table { border-collapse: collapse; font: 12px ui-monospace, Menlo, monospace; }
 .qpy table.qpy-table th, .qpy table.qpy-table td { border: 1px solid #33363f; padding: 2px 6px;
@@ -279,7 +279,9 @@ export async function render(glyph, ui) {
     const env = environments.find((e) => e.name === name);
     envName.textContent = name ? `py:${name}` : 'py';
     const version = env?.python_version ? `Python ${env.python_version}` : 'Python';
-    python.textContent = env && env.state !== 'ready' ? `${version} (${env.state})` : version;
+    // A cold environment is normal (its workers start on the first run); say so only on hover.
+    python.textContent = env?.state === 'failed' ? `${version} (failed)` : version;
+    python.title = env ? `${env.state}: ${env.workers} workers, ${env.runs} runs${env.path ? `\n${env.path}` : ''}` : '';
     if (environments.length > 1) {
       picker.hidden = false;
       picker.disabled = found.length > 0;
