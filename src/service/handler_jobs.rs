@@ -155,6 +155,11 @@ pub async fn reload(plugin: &Plugin) -> ExecuteJobResponse {
                 "reloaded": catalog.len(),
                 "faulted": catalog.faulted.keys().collect::<Vec<_>>(),
                 "schedules": changes,
+                "environments": catalog
+                    .handlers
+                    .iter()
+                    .map(|(key, handler)| (key.clone(), handler.environment.clone()))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             });
             let summary = format!(
                 "reloaded {} handlers ({} faulted)",

@@ -138,6 +138,7 @@ impl Plugin {
         };
         let started = Instant::now();
         let outcome = environment.pool.run(spec).await?;
+        environment.pool.check_packages_once();
         Ok(Execution::from_outcome(
             outcome,
             started.elapsed(),
