@@ -37,6 +37,18 @@ TABLE_COLUMNS = 50
 _state = {"table": None}
 
 
+def begin_run():
+    """Forgets anything a run cut short (by an interrupt in the runtime) left for the next."""
+    _state["table"] = None
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        try:
+            if pyplot.get_fignums():
+                pyplot.close("all")
+        except Exception:
+            pass
+
+
 def note_result(value):
     """Remembers the table view of the run's result value, if it has one."""
     try:

@@ -191,6 +191,7 @@ def run(*args):
     # higher count after the run means threads of this one are still running.
     count = threading.active_count()
     before = {thread.ident for thread in threading.enumerate()}
+    qntx_rich.begin_run()
     status, result, error = _run_program(*args)
     # The answer carries the value plus the figures the run left open and a table view.
     result = qntx_rich.envelope(result)
