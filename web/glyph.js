@@ -7,7 +7,7 @@
 
 const ROOT = 'qpy';
 // A `# py:<env>` comment line routes a run (the same rule as the plugin's, found anywhere).
-const DIRECTIVE = /^[ \t]*#[ \t]*py:([a-z][a-z0-9_-]*)[ \t]*$/gm;
+const DIRECTIVE = /^[ \t]*#[ \t]*py:(\S+)[ \t\r]*$/gm;
 // Where a traceback points into the user's program (the plugin keeps the user's line numbers).
 const TRACE_LINE = /File "<(?:execute|evaluate)>", line (\d+)/g;
 const INDENT = '    ';
@@ -342,7 +342,7 @@ export async function render(glyph, ui) {
 
   async function loadEnvironments() {
     try {
-      const response = await ui.pluginFetch('/environments');
+      const response = await ui.pluginFetch('/environments', { method: 'GET' });
       const answer = await readJson(response);
       if (!response.ok || !Array.isArray(answer.environments)) {
         throw new Error(answer.error ?? `HTTP ${response.status}`);
@@ -415,7 +415,7 @@ export async function render(glyph, ui) {
       const spaces = line.match(/^ {1,4}|^\t/);
       return spaces ? line.slice(spaces[0].length) : line;
     }).join('\n');
-    code.setRangeText(changed, lineStart, end, 'select');
+    code.setRangeText(changed, lineStart, end, start === end ? 'end' : 'select');
   }
 
   function newline() {
@@ -428,6 +428,7 @@ export async function render(glyph, ui) {
   }
 
   const onKey = (event) => {
+    if (event.isComposing) return; // an input method's Enter is not ours
     if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       run();
