@@ -336,6 +336,18 @@ async fn the_host_door_shares_the_router_and_registers_one_glyph() {
         answer.status_code, 400,
         "bad JSON is 400, never a gRPC error"
     );
+    let answer = call(
+        "POST",
+        "/api/python/glyph/execute",
+        r#"{"content": "upstream['subjects']", "upstream_attestation": {"subjects": ["s"]}}"#,
+    )
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(
+        (answer.status_code, &body["result"]),
+        (200, &json!(["s"])),
+        "the glyph's run path is /execute with everything the body carries"
+    );
     let answer = call("POST", "/execute", r#"{"content": "1 + 1", "env": ""}"#).await;
     let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!((answer.status_code, &body["result"]), (200, &json!(2)));

@@ -11,6 +11,11 @@ const DIRECTIVE = /^[ \t]*#[ \t]*py:(\S+)[ \t\r]*$/gm;
 // Where a traceback points into the user's program (the plugin keeps the user's line numbers).
 const TRACE_LINE = /File "<(?:execute|evaluate)>", line (\d+)/g;
 const INDENT = '    ';
+// The host answers `/api/python/execute` itself (protocol.md §4.4): for a plugin named `python`
+// that route drops `env` and `upstream_attestation`, so the glyph posts to the plugin's alias.
+const HOST_SHADOWED = 'python';
+const RUN_PATH = '/execute';
+const UNSHADOWED_RUN_PATH = '/glyph/execute';
 const SAVE_DELAY_MS = 500;
 
 const STYLE = `
@@ -112,6 +117,19 @@ export function attestationOf(content) {
   const looksLikeOne = value && typeof value === 'object' && !Array.isArray(value)
     && ['subjects', 'predicates', 'contexts', 'attributes'].some((key) => key in value);
   return looksLikeOne ? value : null;
+}
+
+/**
+ * The execution response, whichever route answered. The host's own `/api/python/execute`
+ * answers `{success, stdout, stderr: "", error, duration_ms: 0, result: <the plugin's object>}`:
+ * then the plugin's object (with stderr, figures, table and the real duration) is the answer.
+ */
+export function executionOf(answer) {
+  const inner = answer?.result;
+  const nested = inner && typeof inner === 'object' && !Array.isArray(inner)
+    && typeof inner.success === 'boolean' && 'stdout' in inner && 'duration_ms' in inner
+    && inner.success === answer.success && answer.duration_ms === 0 && answer.stderr === '';
+  return nested ? inner : answer;
 }
 
 async function readJson(response) {
@@ -239,6 +257,8 @@ export async function render(glyph, ui) {
 
   // ---- state ----------------------------------------------------------------------------------
   let environments = [];
+  let pluginName = '';
+  let listed = Promise.resolve();
   let chosen = '';
   let upstream = null;
   let lastAnswer = null;
@@ -349,6 +369,7 @@ export async function render(glyph, ui) {
       }
       if (disposed) return;
       environments = answer.environments;
+      pluginName = answer.plugin ?? '';
       picker.replaceChildren(...environments.map((env) => el('option', {
         value: env.name,
         text: `${env.name}${env.python_version ? ` · ${env.python_version}` : ''}${env.default ? ' (default)' : ''}`,
@@ -374,12 +395,14 @@ export async function render(glyph, ui) {
     const env = target();
     status.textContent = `running${env ? ` in py:${env}` : ''}…`;
     save();
+    await listed; // the plugin's name decides the path (never rejects)
     const body = { content: code.value, env, glyph_id: glyph.id ?? '' };
     if (upstream) body.upstream_attestation = upstream;
     let answer;
     try {
-      const response = await ui.pluginFetch('/execute', { method: 'POST', body });
-      answer = await readJson(response);
+      const path = pluginName === HOST_SHADOWED ? UNSHADOWED_RUN_PATH : RUN_PATH;
+      const response = await ui.pluginFetch(path, { method: 'POST', body });
+      answer = executionOf(await readJson(response));
       if (typeof answer.success !== 'boolean') {
         // A refusal before any run (bad request, no worker): shown like a failed run.
         answer = {
@@ -484,7 +507,7 @@ export async function render(glyph, ui) {
   showGutter();
   showEnvironment();
   // Not awaited: the glyph is usable at once, the picker fills in when the answer comes.
-  loadEnvironments();
+  listed = loadEnvironments();
   return element;
 }
 

@@ -278,11 +278,14 @@ describe('the glyph module under the host calling convention', () => {
     await melded;
     await page.click('.qpy-run');
     await page.waitForFunction(() => document.querySelector('[data-part=result]')?.textContent.includes('42')
-      && window.calls.fetched.filter((f) => f.path === '/execute').length === 2);
+      && window.calls.fetched.filter((f) => f.path.endsWith('/execute')).length === 2);
     await page.click('.qpy-spawn');
 
     const calls = await page.evaluate(() => window.calls);
-    const runs = calls.fetched.filter((f) => f.path === '/execute');
+    const runs = calls.fetched.filter((f) => f.path.endsWith('/execute'));
+    // This plugin is named python, so the host would answer /api/python/execute itself
+    // (protocol §4.4, dropping env and upstream): the glyph posts to the alias the host proxies.
+    assert.deepEqual(runs.map((r) => r.path), ['/glyph/execute', '/glyph/execute']);
     assert.equal(runs[0].method, 'POST');
     assert.deepEqual(Object.keys(runs[0].body).sort(), ['content', 'env', 'glyph_id']);
     assert.equal(runs[0].body.env, 'bio');
@@ -304,6 +307,25 @@ describe('the glyph module under the host calling convention', () => {
       return { unsubscribed: window.calls.unsubscribed, fetchedMore: window.calls.fetched.length - before };
     });
     assert.deepEqual(afterCleanup, { unsubscribed: true, fetchedMore: 0 });
+    await context.close();
+  });
+});
+
+describe('answers from the host\'s own /api/python/execute', () => {
+  test('are unwrapped to the plugin\'s object; plain answers are kept', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${base}/version`);
+    const seen = await page.evaluate(async () => {
+      const { executionOf } = await import('/glyph/module.js');
+      const plugin = { success: true, stdout: '1\n', stderr: 'w', result: 2, error: null, duration_ms: 31, figures: [] };
+      const host = { success: true, stdout: '1\n', stderr: '', error: '', duration_ms: 0, result: plugin };
+      const direct = { success: true, stdout: '', stderr: '', result: { success: false, stdout: '', duration_ms: 0 }, error: null, duration_ms: 5 };
+      return { host: executionOf(host), direct: executionOf(direct) === direct };
+    });
+    assert.equal(seen.host.duration_ms, 31);
+    assert.equal(seen.host.stderr, 'w');
+    assert.ok(seen.direct, 'a result that merely looks like an answer stays the result');
     await context.close();
   });
 });

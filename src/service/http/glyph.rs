@@ -13,6 +13,11 @@ use crate::proto::GlyphDef;
 
 /// Where the glyph's ES module is served (under the plugin's HTTP prefix).
 pub const MODULE_PATH: &str = "/glyph/module.js";
+/// An alias of `/execute` that always reaches the plugin. For a plugin named `python` the host
+/// answers `/api/python/execute` itself (protocol.md §4.4): it runs the code through
+/// `PythonService.Execute`, drops the body's `env` and `upstream_attestation`, and nests the
+/// answer under `result`. The glyph posts here in that case.
+pub const RUN_PATH: &str = "/glyph/execute";
 /// The glyph: `render(glyph, ui)`, as the host's UI calls it.
 pub const MODULE: &str = include_str!("../../../web/glyph.js");
 /// The page of `--http`: the glyph module hosted by a stand-in for the host's `ui`.

@@ -132,6 +132,11 @@ const ROUTES: &[Route] = &[
         description: "Alias of /uv/check",
     },
     Route {
+        method: "POST",
+        path: glyph::RUN_PATH,
+        description: "Alias of /execute that the host never shadows (the glyph's runs)",
+    },
+    Route {
         method: "GET",
         path: glyph::MODULE_PATH,
         description: "The glyph's ES module",
@@ -214,7 +219,9 @@ pub async fn route(plugin: &Plugin, door: Door, request: Request<'_>) -> Reply {
     // HEAD is GET without a body; the doors drop the body.
     let get = method == "GET" || method == "HEAD";
     match path {
-        "/execute" if method == "POST" => run::execute(plugin, request.body).await,
+        "/execute" | glyph::RUN_PATH if method == "POST" => {
+            run::execute(plugin, request.body).await
+        }
         "/evaluate" if method == "POST" => run::evaluate(plugin, request.body).await,
         "/execute-file" if method == "POST" => run::execute_file(plugin, request.body).await,
         "/version" if get => environments::version(plugin),
