@@ -162,9 +162,9 @@ pub fn glyph_definition(plugin: &Plugin) -> crate::proto::GlyphDef {
 
 /// The path without its query string, with the host's full-path retry (`/api/<name>/x`)
 /// answered as an alias of the stripped one, and without a trailing slash.
-fn route_path<'a>(plugin: &Plugin, path: &'a str) -> &'a str {
+fn strip_route<'a>(name: &str, path: &'a str) -> &'a str {
     let path = path.split('?').next().unwrap_or_default();
-    let prefix = format!("/api/{}", plugin.name);
+    let prefix = format!("/api/{name}");
     let path = path
         .strip_prefix(prefix.as_str())
         .filter(|p| p.is_empty() || p.starts_with('/'))
@@ -214,7 +214,7 @@ fn percent_decode(text: &str) -> String {
 
 /// Answers one request.
 pub async fn route(plugin: &Plugin, door: Door, request: Request<'_>) -> Reply {
-    let path = route_path(plugin, request.path);
+    let path = strip_route(&plugin.name, request.path);
     let method = request.method;
     // HEAD is GET without a body; the doors drop the body.
     let get = method == "GET" || method == "HEAD";
@@ -308,7 +308,17 @@ fn parse_object<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
 
 #[cfg(test)]
 mod tests {
-    use super::{percent_decode, query_param};
+    use super::{percent_decode, query_param, strip_route};
+
+    #[test]
+    fn paths_route_without_query_prefix_or_trailing_slash() {
+        assert_eq!(strip_route("python", "/execute?x=1"), "/execute");
+        assert_eq!(strip_route("python", "/api/python/execute"), "/execute");
+        assert_eq!(strip_route("python", "/api/python"), "/");
+        assert_eq!(strip_route("python", "/api/pythonic/x"), "/api/pythonic/x");
+        assert_eq!(strip_route("bio", "/environments/"), "/environments");
+        assert_eq!(strip_route("bio", ""), "/");
+    }
 
     #[test]
     fn query_strings() {
