@@ -165,9 +165,12 @@ function section(kind, title, ...content) {
     el('h4', { text: title }), ...content);
 }
 
-/** The execution response as sections: error, stdout, stderr, figures, table, result. */
+/** The execution response as sections, in the order things happened: stdout, stderr, the
+ * error, then what the run made: figures, table, result. */
 function outputSections(answer) {
   const sections = [];
+  if (answer.stdout) sections.push(section('stdout', 'stdout', el('pre', { text: answer.stdout })));
+  if (answer.stderr) sections.push(section('stderr', 'stderr', el('pre', { text: answer.stderr })));
   if (answer.error) {
     const line = errorLine(answer.error);
     const last = String(answer.error).trim().split('\n').pop();
@@ -175,8 +178,6 @@ function outputSections(answer) {
       el('div', { class: 'qpy-where', text: line ? `line ${line}: ${last}` : last }),
       el('pre', { text: answer.error })));
   }
-  if (answer.stdout) sections.push(section('stdout', 'stdout', el('pre', { text: answer.stdout })));
-  if (answer.stderr) sections.push(section('stderr', 'stderr', el('pre', { text: answer.stderr })));
   const figures = Array.isArray(answer.figures) ? answer.figures : [];
   if (figures.length) {
     sections.push(section('figures', figures.length === 1 ? 'figure' : `${figures.length} figures`,
