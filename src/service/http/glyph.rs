@@ -19,9 +19,9 @@ pub const MODULE_PATH: &str = "/glyph/module.js";
 /// answer under `result`. The glyph posts here in that case.
 pub const RUN_PATH: &str = "/glyph/execute";
 /// The glyph: `render(glyph, ui)`, as the host's UI calls it.
-pub const MODULE: &str = include_str!("../../../web/glyph.js");
+pub const MODULE: &str = include_str!("web/glyph.js");
 /// The page of `--http`: the glyph module hosted by a stand-in for the host's `ui`.
-pub const PAGE: &str = include_str!("../../../web/index.html");
+pub const PAGE: &str = include_str!("web/index.html");
 
 /// The canvas glyph for a plugin serving `environments` (the default first).
 ///
