@@ -98,8 +98,8 @@ impl ProcessTree {
         self.leader.as_raw()
     }
 
-    /// Kills every process in the tree. "Already gone" is not an error, and must only be
-    /// called while the leader is unreaped, so the group id cannot belong to someone else.
+    /// Kills every process in the tree; "already gone" is not an error. Call it while the
+    /// leader is unreaped: then the group id cannot have been reused by someone else.
     pub fn kill(&self) {
         if self.leader.as_raw() > 0 {
             let _ = killpg(self.leader, Signal::SIGKILL);
