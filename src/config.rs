@@ -17,8 +17,11 @@ pub struct Settings {
     pub timeout: Duration,
     /// Bytes kept per output stream per run.
     pub max_output_bytes: usize,
-    /// Resident memory a worker may use before it is killed (None = unlimited).
+    /// Resident memory a run's processes may use together before it is killed (None =
+    /// unlimited).
     pub memory_limit_bytes: Option<u64>,
+    /// Processes a run may have at once before it is killed (None = unlimited).
+    pub max_processes: Option<usize>,
     /// Directories put at the front of `sys.path` for each run, first listed searched first.
     pub python_paths: Vec<String>,
 }
@@ -29,6 +32,7 @@ impl Default for Settings {
             timeout: Duration::from_secs(30),
             max_output_bytes: 1024 * 1024,
             memory_limit_bytes: Some(2048 * 1024 * 1024),
+            max_processes: Some(64),
             python_paths: Vec::new(),
         }
     }
@@ -59,7 +63,7 @@ const SCHEMA: &[Field] = &[
     Field {
         key: "timeout_secs",
         kind: "number",
-        description: "Time limit of a run, in seconds, when neither the job (timeout_secs) nor the call's deadline sets one. At the limit the program is interrupted; if it does not stop within a second its worker is killed and replaced.",
+        description: "Time limit of a run, in seconds, when neither the job (timeout_secs) nor the call's deadline sets one. At the limit the program is interrupted; if it does not stop within a second it is killed with every process it started.",
         default: "30",
         range: Some((1.0, 86_400.0)),
     },
@@ -74,9 +78,16 @@ const SCHEMA: &[Field] = &[
     Field {
         key: "memory_limit_mb",
         kind: "number",
-        description: "Resident memory a worker may use, in MiB; a worker above it is killed and its run fails naming the limit. 0 means no limit.",
+        description: "Resident memory a run may use, in MiB, summed over every process it runs (the program's own and its subprocesses); a run above it is killed and fails naming the limit. 0 means no limit.",
         default: "2048",
         range: Some((0.0, 1_048_576.0)),
+    },
+    Field {
+        key: "max_processes",
+        kind: "number",
+        description: "Processes a run may have at once (the program's own and every subprocess it starts); a run above it, such as a fork bomb, is killed and fails naming the limit. 0 means no limit.",
+        default: "64",
+        range: Some((0.0, 65_536.0)),
     },
     Field {
         key: "python_paths",
@@ -150,6 +161,11 @@ impl Settings {
             Some(0.0) => None,
             Some(mb) => Some((mb * 1024.0 * 1024.0) as u64),
         };
+        let max_processes = match number(config, "max_processes")? {
+            None => defaults.max_processes,
+            Some(0.0) => None,
+            Some(count) => Some(count as usize),
+        };
         let python_paths = config
             .get("python_paths")
             .map(|paths| {
@@ -165,6 +181,7 @@ impl Settings {
             timeout,
             max_output_bytes,
             memory_limit_bytes,
+            max_processes,
             python_paths,
         })
     }
@@ -203,6 +220,7 @@ mod tests {
             ("timeout_secs", "5"),
             ("max_output_bytes", "2048"),
             ("memory_limit_mb", "0"),
+            ("max_processes", "10"),
             ("python_paths", "/a:/b"),
         ]))
         .unwrap();
@@ -212,9 +230,10 @@ mod tests {
                 timeout: Duration::from_secs(5),
                 max_output_bytes: 2048,
                 memory_limit_bytes: None,
+                max_processes: Some(10),
                 python_paths: vec!["/a".into(), "/b".into()],
             }
         );
-        assert_eq!(schema().len(), 4);
+        assert_eq!(schema().len(), 5);
     }
 }

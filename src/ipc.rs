@@ -35,6 +35,11 @@ pub enum ToWorker {
     Interrupt {
         run_id: u64,
     },
+    /// Kill the process running run `run_id` and everything it started (it ignored the
+    /// interrupt, or went over a limit); the worker answers [`FromWorker::Died`].
+    Kill {
+        run_id: u64,
+    },
     /// Import each module and report its version (`--check-environment`, Health).
     CheckModules {
         modules: Vec<String>,
@@ -96,6 +101,15 @@ pub enum FromWorker {
         error: String,
     },
     Done(RunOutput),
+    /// The process running a request died before answering (`os._exit`, a signal, a kill the
+    /// supervisor asked for); the worker itself lives on. `run_id` is 0 for requests that are
+    /// not runs.
+    Died {
+        run_id: u64,
+        cause: String,
+        stdout: CapturedStream,
+        stderr: CapturedStream,
+    },
     ModulesChecked {
         modules: Vec<ModuleCheck>,
     },
@@ -126,8 +140,8 @@ pub struct RunOutput {
     /// `table` when the run has them (see qntx_rich.py and `execution::Answer`).
     pub result_json: String,
     pub error: Option<String>,
-    /// Threads and processes the program started that outlived it. The supervisor replaces
-    /// such a worker, so they cannot write into, or slow down, later runs.
+    /// Threads and processes the program started that were still running when it ended. They
+    /// end with the run (its process exits and the worker kills what it started).
     #[serde(default)]
     pub leftovers: Vec<String>,
 }

@@ -60,20 +60,46 @@ pub fn thread_count(pid: i32) -> Option<u32> {
         .ok()
 }
 
-pub fn running_children() -> Vec<u32> {
-    // Each thread's children (a child belongs to the thread that forked it).
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+/// Direct children of `pid`, from every one of its threads (a child belongs to the thread
+/// that forked it). Needs `/proc/<pid>/task/<tid>/children` (CONFIG_PROC_CHILDREN).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
-    let children = tasks
+    tasks
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
         .flat_map(|list| {
             list.split_whitespace()
-                .filter_map(|pid| pid.parse::<u32>().ok())
+                .filter_map(|pid| pid.parse::<i32>().ok())
                 .collect::<Vec<_>>()
-        });
-    children.filter(|pid| is_running(*pid)).collect()
+        })
+        .collect()
+}
+
+pub fn running_children() -> Vec<u32> {
+    children_of(std::process::id() as i32)
+        .into_iter()
+        .filter_map(|pid| u32::try_from(pid).ok())
+        .filter(|pid| is_running(*pid))
+        .collect()
+}
+
+pub fn become_subreaper() -> std::io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)?;
+    Ok(())
+}
+
+pub fn die_with_parent() {
+    // SIGKILL from the kernel when the parent (a single-threaded template) dies; cannot fail
+    // for a valid signal.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+}
+
+pub fn interrupt_main_thread(pid: i32) {
+    // SAFETY: tgkill only sends a signal; a process's main thread id is its pid, so this reaches
+    // the thread running Python's main loop even when a program started other threads.
+    unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGINT) };
 }
 
 /// Alive and not a zombie.

@@ -3,6 +3,8 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use nix::sys::signal::Signal;
+
 pub use super::posix::{discard_pending, pipe};
 
 pub fn in_child_before_exec() -> std::io::Result<()> {
@@ -50,14 +52,14 @@ pub fn thread_count(pid: i32) -> Option<u32> {
     u32::try_from(task.pti_threadnum).ok()
 }
 
-pub fn running_children() -> Vec<u32> {
-    let me = std::process::id() as libc::pid_t;
+pub fn children_of(parent: i32) -> Vec<i32> {
     let mut pids: Vec<libc::pid_t> = vec![0; 64];
     loop {
         let bytes = std::mem::size_of_val(pids.as_slice()) as libc::c_int;
         // SAFETY: the kernel writes at most `bytes` bytes of pids into the buffer; the call
         // returns how many pids it wrote (0 on error).
-        let count = unsafe { libc::proc_listchildpids(me, pids.as_mut_ptr().cast(), bytes) }.max(0);
+        let count =
+            unsafe { libc::proc_listchildpids(parent, pids.as_mut_ptr().cast(), bytes) }.max(0);
         let count = count as usize;
         if count < pids.len() {
             pids.truncate(count);
@@ -66,10 +68,32 @@ pub fn running_children() -> Vec<u32> {
         // Full: there may be more.
         pids.resize(pids.len() * 2, 0);
     }
-    pids.into_iter()
-        .filter(|pid| *pid > 0 && is_running(*pid))
+    pids.retain(|pid| *pid > 0);
+    pids
+}
+
+pub fn running_children() -> Vec<u32> {
+    children_of(std::process::id() as libc::pid_t)
+        .into_iter()
+        .filter(|pid| is_running(*pid))
         .filter_map(|pid| u32::try_from(pid).ok())
         .collect()
+}
+
+pub fn become_subreaper() -> std::io::Result<()> {
+    // macOS has no child subreaper: orphans of a run go to launchd (see README).
+    Ok(())
+}
+
+pub fn die_with_parent() {
+    // No parent-death signal on macOS; a run's process notices its template's death only when
+    // it next talks to it.
+}
+
+pub fn interrupt_main_thread(pid: i32) {
+    // No tgkill: the signal goes to the process, and SIGINT is blocked in every thread the
+    // runtime starts, so in practice the main thread takes it.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT);
 }
 
 /// Alive and not a zombie (`proc_pidinfo` also fails for zombies).

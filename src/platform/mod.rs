@@ -79,6 +79,53 @@ pub fn running_children() -> Vec<u32> {
     os::running_children()
 }
 
+/// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`),
+/// so a process a run started that leaves its session (`setsid`) and outlives its parent is
+/// re-parented here, where the template finds and kills it. Nothing on macOS.
+pub fn become_subreaper() -> std::io::Result<()> {
+    os::become_subreaper()
+}
+
+/// In a process just forked from a template: be killed when the template dies (Linux
+/// `PR_SET_PDEATHSIG`). Nothing on macOS.
+pub fn die_with_parent() {
+    os::die_with_parent()
+}
+
+/// Threads of process `pid`, counted by the OS (Python's `threading` does not see them all);
+/// `None` once it is gone.
+pub fn thread_count(pid: i32) -> Option<u32> {
+    os::thread_count(pid)
+}
+
+/// Sends SIGINT to the main thread of `pid` (Linux; the process on macOS).
+pub fn interrupt_main_thread(pid: i32) {
+    os::interrupt_main_thread(pid)
+}
+
+/// Most processes [`descendants`] lists: a fork bomb must not make the walk itself unbounded.
+const MAX_LISTED: usize = 100_000;
+
+/// Every descendant of `pid` (children, theirs, ...), found by walking parent links now; one
+/// that left its session but whose parent is alive is still found.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = os::children_of(pid);
+    let mut next = 0;
+    while next < found.len() && found.len() < MAX_LISTED {
+        let children = os::children_of(found[next]);
+        found.extend(children);
+        next += 1;
+    }
+    found
+}
+
+/// What a run's processes use right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeUsage {
+    pub processes: usize,
+    pub memory_bytes: u64,
+}
+
 /// A worker and everything it started: the unit the supervisor measures and kills.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessTree {
@@ -102,7 +149,22 @@ impl ProcessTree {
     /// leader is unreaped: then the group id cannot have been reused by someone else.
     pub fn kill(&self) {
         if self.leader.as_raw() > 0 {
+            // Descendants first: one that left the group (setsid) is still found by parent
+            // links while the leader lives.
+            for pid in descendants(self.leader.as_raw()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             let _ = killpg(self.leader, Signal::SIGKILL);
+        }
+    }
+
+    /// The processes below the leader (the runs' processes, not the template itself) and the
+    /// memory they use together, as [`ProcessTree::memory_bytes`] counts it for each.
+    pub fn run_usage(&self) -> TreeUsage {
+        let below = descendants(self.leader.as_raw());
+        TreeUsage {
+            processes: below.len(),
+            memory_bytes: below.iter().filter_map(|pid| os::memory_bytes(*pid)).sum(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod budget;
 mod process;
+pub use process::describe_exit;
 mod slot;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -96,8 +97,10 @@ pub struct RunSpec {
     pub glyph_id: String,
     pub max_output_bytes: usize,
     pub timeout: Duration,
-    /// A worker whose resident memory passes this during the run is killed.
+    /// A run whose processes together pass this resident memory is killed.
     pub memory_limit_bytes: Option<u64>,
+    /// A run with more processes than this at once is killed.
+    pub max_processes: Option<usize>,
     pub python_paths: Vec<String>,
     pub handler: Option<HandlerEntry>,
     pub host: Option<HostAccess>,

@@ -123,7 +123,7 @@ impl WorkerProcess {
                 let status =
                     tokio::time::timeout(Duration::from_secs(5), worker.child.wait()).await;
                 let cause = match status {
-                    Ok(Ok(status)) => describe_exit(status),
+                    Ok(Ok(status)) => describe_exit("the worker process", status),
                     _ => "no exit status".to_owned(),
                 };
                 return Err(SpawnError::DiedDuringStartup(cause));
@@ -170,9 +170,14 @@ impl WorkerProcess {
         }
     }
 
-    /// The worker's memory in bytes, as the memory limit counts it ([`ProcessTree::memory_bytes`]).
-    pub fn resident_bytes(&self) -> Option<u64> {
-        self.tree.memory_bytes()
+    /// What the processes running its current request use together (not the template).
+    pub fn run_usage(&self) -> crate::platform::TreeUsage {
+        self.tree.run_usage()
+    }
+
+    /// Asks the worker to kill the process running `run_id` and everything it started.
+    pub async fn kill_run(&mut self, run_id: u64) -> Result<(), FrameError> {
+        ipc::write_async(&mut self.interrupts, &ToWorker::Kill { run_id }).await
     }
 
     /// Kills the worker and everything it started.
@@ -186,7 +191,7 @@ impl WorkerProcess {
         // cannot have been reused by then.
         self.tree.kill();
         match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
-            Ok(Ok(status)) => describe_exit(status),
+            Ok(Ok(status)) => describe_exit("the worker process", status),
             _ => "the worker closed its channel and was killed".to_owned(),
         }
     }
@@ -198,18 +203,19 @@ impl Drop for WorkerProcess {
     }
 }
 
-pub fn describe_exit(status: ExitStatus) -> String {
+/// Why a process ended, for a caller; `who` names it ("the worker process").
+pub fn describe_exit(who: &str, status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
-        format!("the worker process exited with status {code} (os._exit or a fatal error in native code)")
+        format!("{who} exited with status {code} (os._exit or a fatal error in native code)")
     } else if let Some(signal) = status.signal() {
         format!(
-            "the worker process was killed by signal {} ({})",
+            "{who} was killed by signal {} ({})",
             signal,
             signal_name(signal)
         )
     } else {
-        format!("the worker process ended: {status}")
+        format!("{who} ended: {status}")
     }
 }
 

@@ -22,11 +22,21 @@ pub(super) struct Slot {
     permit: Option<Permit>,
 }
 
+/// How long the worker has to report a run's process killed before the whole worker is.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the supervisor interrupted a run.
 #[derive(Clone, Copy)]
 enum InterruptReason {
     Deadline,
     CallerGone,
+}
+
+/// Why the supervisor had a run's processes killed.
+enum KillReason {
+    Interrupt(InterruptReason),
+    /// Over the memory or process limit; the text is the caller's explanation.
+    Limit(String),
 }
 
 /// What ended an idle wait.
@@ -285,13 +295,20 @@ impl Slot {
         tokio::pin!(deadline);
         let mut memory_check = tokio::time::interval(MEMORY_POLL);
         let mut interrupted: Option<(InterruptReason, Instant)> = None;
+        let mut killing: Option<(KillReason, Instant)> = None;
         loop {
             let grace_over = async {
-                match interrupted {
-                    Some((_, at)) => {
+                match (interrupted, &killing) {
+                    (Some((_, at)), None) => {
                         tokio::time::sleep_until((at + self.shared.config.interrupt_grace).into())
                             .await
                     }
+                    _ => std::future::pending().await,
+                }
+            };
+            let kill_over = async {
+                match &killing {
+                    Some((_, at)) => tokio::time::sleep_until((*at + KILL_WAIT).into()).await,
                     None => std::future::pending().await,
                 }
             };
@@ -299,9 +316,8 @@ impl Slot {
                 message = worker_reply(self.worker.as_mut()) => match message {
                     Ok(FromWorker::Done(output)) if output.run_id == run_id => {
                         if !output.leftovers.is_empty() {
-                            tracing::warn!(slot = self.index, leftovers = ?output.leftovers,
-                                "a program left threads or processes running; replacing its worker");
-                            self.kill_worker();
+                            tracing::debug!(slot = self.index, leftovers = ?output.leftovers,
+                                "a program left threads or processes running; they were stopped");
                         }
                         return Ok(match interrupted {
                             Some((InterruptReason::Deadline, _)) => RunOutcome::TimedOut {
@@ -310,33 +326,52 @@ impl Slot {
                             _ => RunOutcome::Finished(output),
                         });
                     }
+                    Ok(FromWorker::Died { run_id: id, cause, stdout, stderr }) if id == run_id => {
+                        return Ok(match killing.map(|(reason, _)| reason) {
+                            Some(KillReason::Interrupt(InterruptReason::Deadline)) => RunOutcome::TimedOut {
+                                after: spec.timeout, killed: true, stdout, stderr,
+                            },
+                            Some(KillReason::Interrupt(InterruptReason::CallerGone)) => RunOutcome::WorkerDied { cause: "the caller went away".into() },
+                            Some(KillReason::Limit(cause)) => RunOutcome::WorkerDied { cause },
+                            None => RunOutcome::WorkerDied { cause },
+                        });
+                    }
                     Ok(_) => continue, // stale message; cannot happen with one run at a time
                     Err(_) => return Ok(RunOutcome::WorkerDied { cause: self.worker_died().await }),
                 },
-                () = &mut deadline, if interrupted.is_none() => {
+                () = &mut deadline, if interrupted.is_none() && killing.is_none() => {
                     interrupted = Some((InterruptReason::Deadline, Instant::now()));
                     self.send_interrupt(run_id).await;
                 }
-                () = reply.closed(), if interrupted.is_none() => {
+                () = reply.closed(), if interrupted.is_none() && killing.is_none() => {
                     interrupted = Some((InterruptReason::CallerGone, Instant::now()));
                     self.send_interrupt(run_id).await;
                 }
                 () = grace_over => {
+                    let reason = interrupted.map_or(InterruptReason::CallerGone, |(reason, _)| reason);
+                    tracing::debug!(slot = self.index, elapsed_ms = started.elapsed().as_millis() as u64,
+                        "program did not stop after an interrupt; killing its processes");
+                    killing = Some((KillReason::Interrupt(reason), Instant::now()));
+                    self.send_kill(run_id).await;
+                }
+                () = kill_over => {
+                    // The worker did not report the kill: it is wedged itself.
                     self.kill_worker();
-                    let reason = interrupted.map(|(reason, _)| reason);
-                    tracing::warn!(slot = self.index, elapsed_ms = started.elapsed().as_millis() as u64,
-                        "program did not stop after an interrupt; worker killed");
+                    let reason = killing.map(|(reason, _)| reason);
+                    tracing::warn!(slot = self.index, "a run's processes were not reported killed; worker killed");
                     return Ok(match reason {
-                        Some(InterruptReason::CallerGone) | None => RunOutcome::WorkerDied { cause: "the caller went away".into() },
-                        Some(InterruptReason::Deadline) => RunOutcome::TimedOut {
+                        Some(KillReason::Interrupt(InterruptReason::Deadline)) => RunOutcome::TimedOut {
                             after: spec.timeout, killed: true, stdout: CapturedStream::default(), stderr: CapturedStream::default(),
                         },
+                        Some(KillReason::Limit(cause)) => RunOutcome::WorkerDied { cause },
+                        _ => RunOutcome::WorkerDied { cause: "the caller went away".into() },
                     });
                 }
-                _ = memory_check.tick() => {
-                    if let Some(cause) = self.memory_exceeded(spec.memory_limit_bytes) {
-                        self.kill_worker();
-                        return Ok(RunOutcome::WorkerDied { cause });
+                _ = memory_check.tick(), if killing.is_none() => {
+                    if let Some(cause) = self.limits_exceeded(spec.memory_limit_bytes, spec.max_processes) {
+                        tracing::debug!(slot = self.index, %cause, "a run went over a limit");
+                        killing = Some((KillReason::Limit(cause), Instant::now()));
+                        self.send_kill(run_id).await;
                     }
                 }
                 () = self.shared.shutdown.cancelled() => {
@@ -354,14 +389,39 @@ impl Slot {
         }
     }
 
-    fn memory_exceeded(&self, limit: Option<u64>) -> Option<String> {
-        let limit = limit?;
-        let used = self.worker.as_ref()?.resident_bytes()?;
-        (used > limit).then(|| {
+    async fn send_kill(&mut self, run_id: u64) {
+        if let Some(worker) = self.worker.as_mut() {
+            // A failed send means the worker is gone; the reply branch reports that.
+            let _ = worker.kill_run(run_id).await;
+        }
+    }
+
+    /// Whether the run's processes together are over the memory or the process limit.
+    fn limits_exceeded(
+        &self,
+        memory_limit_bytes: Option<u64>,
+        max_processes: Option<usize>,
+    ) -> Option<String> {
+        if memory_limit_bytes.is_none() && max_processes.is_none() {
+            return None;
+        }
+        let usage = self.worker.as_ref()?.run_usage();
+        if let Some(limit) = max_processes {
+            if usage.processes > limit {
+                return Some(format!(
+                    "the run started more processes than the limit of {limit} (max_processes) \
+                     and was killed"
+                ));
+            }
+        }
+        let limit = memory_limit_bytes?;
+        (usage.memory_bytes > limit).then(|| {
             format!(
-                "the worker exceeded the memory limit of {} MiB (resident {} MiB) and was killed",
+                "the run exceeded the memory limit of {} MiB (resident {} MiB across its {} \
+                 processes) and was killed",
                 limit / (1024 * 1024),
-                used / (1024 * 1024)
+                usage.memory_bytes / (1024 * 1024),
+                usage.processes,
             )
         })
     }

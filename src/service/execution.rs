@@ -82,7 +82,7 @@ impl Execution {
                 let mut stderr = with_marker(output.stderr, max_output_bytes);
                 if !output.leftovers.is_empty() {
                     stderr.push_str(&format!(
-                        "[the program left {} running; its worker was replaced so they cannot affect later runs]\n",
+                        "[the program left {} running; they were stopped when the run ended]\n",
                         output.leftovers.join(", ")
                     ));
                 }
@@ -104,7 +104,7 @@ impl Execution {
                 stderr,
             } => {
                 let how = if killed {
-                    "it did not stop when interrupted, so its worker was killed and replaced"
+                    "it did not stop when interrupted, so it was killed with every process it started"
                 } else {
                     "it was interrupted"
                 };
@@ -124,9 +124,7 @@ impl Execution {
                 stdout: String::new(),
                 stderr: String::new(),
                 result: Value::Null,
-                error: Some(format!(
-                    "the run crashed its worker: {cause}; the worker was replaced"
-                )),
+                error: Some(format!("the run did not finish: {cause}")),
                 duration_ms,
                 figures: Vec::new(),
                 table: None,

@@ -132,6 +132,7 @@ impl Plugin {
             max_output_bytes: settings.max_output_bytes,
             timeout: timeout.unwrap_or(settings.timeout),
             memory_limit_bytes: settings.memory_limit_bytes,
+            max_processes: settings.max_processes,
             python_paths: settings.python_paths.clone(),
             handler: program.handler,
             host: self.host_access(),

@@ -44,17 +44,26 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
         .map_err(Clone::clone)
 }
 
+static ACCESS: Mutex<Option<HostAccess>> = Mutex::new(None);
+
 /// Called before each run with what the supervisor knows of the host (None before Initialize).
+/// Only remembered: the link (and the runtime's threads) start at the run's first host call, so
+/// a run that never calls the host pays nothing for it.
 pub fn set_access(access: Option<HostAccess>) {
+    *ACCESS.lock().unwrap_or_else(PoisonError::into_inner) = access;
+}
+
+/// The link for the current access, connected on first use and kept while it stays the same.
+fn session() -> Option<(HostAccess, HostLink)> {
+    let access = ACCESS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()?;
     let mut session = SESSION.lock().unwrap_or_else(PoisonError::into_inner);
-    match (access, session.as_ref()) {
-        (None, _) => *session = None,
-        (Some(access), Some(current)) if current.access == access => {}
-        (Some(access), _) => {
-            let Ok(runtime) = runtime() else {
-                *session = None;
-                return;
-            };
+    match session.as_ref() {
+        Some(current) if current.access == access => {}
+        _ => {
+            let runtime = runtime().ok()?;
             let _entered = runtime.enter();
             let link = HostLink::connect(&Endpoints {
                 ats_store: access.ats_store.clone(),
@@ -66,6 +75,7 @@ pub fn set_access(access: Option<HostAccess>) {
             *session = Some(Session { access, link });
         }
     }
+    session.as_ref().map(|s| (s.access.clone(), s.link.clone()))
 }
 
 /// Registers `_qntx_host` in `sys.modules`, before `qntx.py` imports it.
@@ -94,10 +104,7 @@ enum CallError {
 /// `call(method, request_json) -> response_json`; raises `HostError` naming the call.
 #[pyfunction]
 fn call(py: Python<'_>, method: &str, request: &str) -> PyResult<String> {
-    let session = {
-        let session = SESSION.lock().unwrap_or_else(PoisonError::into_inner);
-        session.as_ref().map(|s| (s.access.clone(), s.link.clone()))
-    };
+    let session = session();
     let method = method.to_owned();
     let request = request.to_owned();
     let outcome = py.detach(move || -> Result<Value, CallError> {

@@ -1,25 +1,29 @@
-//! Worker mode: one process of this binary that embeds CPython and runs one program at a time.
+//! Worker mode: one process of this binary that embeds CPython and serves one environment.
 //!
-//! Two sockets connect it to the supervisor: the main thread reads work from the first and
-//! answers on it (no thread hop on the way to Python), and a small thread reads interrupts
-//! from the second, since the main thread is busy in Python exactly when one arrives. That
-//! thread also ends the worker when the supervisor goes away: the socket closing is how a
-//! worker notices its supervisor's death on every OS (see `platform`). Two more threads drain
-//! fds 1 and 2 (output capture).
+//! The worker is a warm *template*: it starts CPython, loads the plugin's runtime modules (and
+//! the environment's preloaded modules), and then never runs a program itself. Each request is
+//! handed to a fresh process forked from it, which runs exactly that request and exits, so no
+//! state of one run (threads, patched modules, builtins, `sys`, `os.environ`, the working
+//! directory) can reach another. One such process is forked ahead of time (the spare), so a
+//! request does not wait for a fork.
+//!
+//! Two sockets connect the template to the supervisor: requests and answers on the first,
+//! interrupts and kills on the second. The template has one thread (it must, to fork safely)
+//! and waits on both sockets, the running process's socket and its output pipes with `poll`.
+//! The sockets closing is how it notices its supervisor's death on every OS (see `platform`).
 
 mod capture;
+mod child;
 mod host_bridge;
 mod interrupt;
 mod runtime;
+mod template;
 
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use crate::ipc::{self, FromWorker, RunOutput, ToWorker};
-use capture::StreamCapture;
-use interrupt::Interrupter;
+use crate::ipc::{self, FromWorker};
 use runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +33,8 @@ pub enum WorkerError {
         ipc::WORKER_FD_ENV
     )]
     NoChannel,
-    #[error("cannot capture output: {0}")]
-    Capture(std::io::Error),
+    #[error("the template cannot serve runs: {0}")]
+    Template(std::io::Error),
     #[error("Python failed to start: {0}")]
     Python(String),
     #[error(transparent)]
@@ -42,10 +46,8 @@ pub struct WorkerOptions {
 }
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
-    let interrupter = Arc::new(Interrupter::for_main_thread());
+    interrupt::block_in_main_thread();
     let (mut channel, interrupts) = open_channels()?;
-    let stdout = StreamCapture::install(1).map_err(WorkerError::Capture)?;
-    let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
 
     let env = options
         .python_env
@@ -63,54 +65,12 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             return Err(WorkerError::Python(error));
         }
     };
-    let ready = FromWorker::Ready {
-        python_version: runtime.python_version().to_owned(),
+    let mut template = match template::Template::new(&runtime, channel, interrupts) {
+        Ok(template) => template,
+        Err(error) => return Err(WorkerError::Template(error)),
     };
-    ipc::write_blocking(&mut channel, &ready)?;
-    spawn_interrupt_listener(interrupts, Arc::clone(&interrupter))?;
-
-    loop {
-        let task = match ipc::read_blocking::<ToWorker>(&mut channel) {
-            Ok(task) => task,
-            Err(ipc::FrameError::Closed) => return Ok(()),
-            Err(error) => return Err(error.into()),
-        };
-        let reply = match task {
-            ToWorker::Run(request) => {
-                stdout.begin(request.max_output_bytes);
-                stderr.begin(request.max_output_bytes);
-                let ran = runtime.run(&request, &interrupter);
-                let mut leftovers: Vec<String> = ran
-                    .leftover_threads
-                    .into_iter()
-                    .map(|name| format!("thread '{name}'"))
-                    .collect();
-                leftovers.extend(
-                    crate::platform::running_children()
-                        .into_iter()
-                        .map(|pid| format!("process {pid}")),
-                );
-                FromWorker::Done(RunOutput {
-                    run_id: request.run_id,
-                    status: ran.status,
-                    stdout: stdout.finish(),
-                    stderr: stderr.finish(),
-                    result_json: ran.result_json,
-                    error: ran.error,
-                    leftovers,
-                })
-            }
-            ToWorker::CheckModules { modules } => FromWorker::ModulesChecked {
-                modules: runtime.check_modules(&modules),
-            },
-            ToWorker::Declare { scripts } => FromWorker::Declared {
-                results: runtime.declare(&scripts),
-            },
-            // Interrupts come on their own socket; one sent here would be for a finished run.
-            ToWorker::Interrupt { .. } => continue,
-        };
-        ipc::write_blocking(&mut channel, &reply)?;
-    }
+    template.ready()?;
+    template.serve()
 }
 
 /// The two sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`
@@ -130,32 +90,4 @@ fn open_channels() -> Result<(UnixStream, UnixStream), WorkerError> {
         }
     };
     Ok((open(work)?, open(interrupts)?))
-}
-
-fn spawn_interrupt_listener(
-    mut interrupts: UnixStream,
-    interrupter: Arc<Interrupter>,
-) -> Result<(), WorkerError> {
-    std::thread::Builder::new()
-        .name("interrupts".into())
-        .spawn(move || loop {
-            match ipc::read_blocking::<ToWorker>(&mut interrupts) {
-                Ok(ToWorker::Interrupt { run_id }) => interrupter.interrupt(run_id),
-                Ok(other) => {
-                    tracing::error!(?other, "only interrupts belong on the interrupt channel")
-                }
-                Err(error) => {
-                    // The supervisor is gone (or spoke nonsense): nothing may outlive it, and a
-                    // program stuck in the main thread must not keep the process alive.
-                    if !matches!(error, ipc::FrameError::Closed) {
-                        tracing::error!(%error, "worker interrupt channel failed");
-                    }
-                    // SAFETY: _exit ends the process without running Python or Rust teardown
-                    // from this non-main thread.
-                    unsafe { libc::_exit(0) };
-                }
-            }
-        })
-        .map_err(|e| WorkerError::Frame(ipc::FrameError::Io(e)))?;
-    Ok(())
 }

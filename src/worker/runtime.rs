@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
 use super::host_bridge;
-use super::interrupt::Interrupter;
+use super::interrupt;
 use crate::ipc::{ModuleCheck, RunRequest, RunStatus, Script};
 
 /// The plugin's own Python modules, in import order (each may import the ones before it).
@@ -25,6 +25,12 @@ pub struct Ran {
     pub error: Option<String>,
     /// Threads the program started that are still running.
     pub leftover_threads: Vec<String>,
+}
+
+/// Which side of a [`Runtime::fork`] this is.
+pub enum Forked {
+    Parent(i32),
+    Child,
 }
 
 pub struct Runtime {
@@ -77,19 +83,44 @@ impl Runtime {
         })
     }
 
+    /// Forks this process with CPython's fork hooks around the `fork`, so the interpreter's
+    /// locks and thread state stay consistent on both sides. Call only while this is the
+    /// process's one thread (the template checks before each fork).
+    pub fn fork(&self) -> std::io::Result<Forked> {
+        Python::attach(|_py| {
+            // SAFETY: the GIL is held (attach), as PyOS_BeforeFork and the AfterFork hooks
+            // require, and no other thread exists that could hold a lock across the fork.
+            unsafe {
+                pyo3::ffi::PyOS_BeforeFork();
+                let pid = libc::fork();
+                if pid == 0 {
+                    pyo3::ffi::PyOS_AfterFork_Child();
+                    return Ok(Forked::Child);
+                }
+                let error = std::io::Error::last_os_error();
+                pyo3::ffi::PyOS_AfterFork_Parent();
+                if pid < 0 {
+                    Err(error)
+                } else {
+                    Ok(Forked::Parent(pid))
+                }
+            }
+        })
+    }
+
     pub fn python_version(&self) -> &str {
         &self.python_version
     }
 
     /// Runs one program.
-    pub fn run(&self, request: &RunRequest, interrupter: &Interrupter) -> Ran {
+    pub fn run(&self, request: &RunRequest) -> Ran {
         host_bridge::set_access(request.host.clone());
         let (handler_key, entry_function) = match &request.handler {
             Some(entry) => (Some(entry.key.as_str()), entry.function.as_deref()),
             None => (None, None),
         };
         Python::attach(|py| {
-            interrupter.begin_run(request.run_id);
+            interrupt::begin_run();
             let outcome = self.runtime.bind(py).getattr("run").and_then(|run| {
                 run.call1((
                     &request.code,
@@ -102,7 +133,7 @@ impl Runtime {
                 ))?
                 .extract::<(String, String, Option<String>, Vec<String>)>()
             });
-            interrupter.end_run(py);
+            interrupt::end_run(py);
             // C stdio buffers belong to this run's output too.
             // SAFETY: fflush(NULL) flushes every open C stream.
             unsafe { libc::fflush(std::ptr::null_mut()) };
