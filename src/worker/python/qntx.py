@@ -35,8 +35,14 @@ def _strings(value, name, call):
     raise TypeError(f"{call}(): {name} must be a string or a list of strings, got {value!r}")
 
 
+# Bound at import (in the template), so a program that patches json cannot break the API.
+_encode = json.JSONEncoder().encode
+_decode = json.JSONDecoder().decode
+_host_call = _qntx_host.call
+
+
 def _call(method, request):
-    return json.loads(_qntx_host.call(method, json.dumps(request)))
+    return _decode(_host_call(method, _encode(request)))
 
 
 def _command(call, subjects, predicates, contexts, actors, attributes):

@@ -22,7 +22,7 @@ from qntx_values import to_json_value
 os.environ.setdefault("MPLBACKEND", "agg")
 
 # Kept at import, so a program that replaces json.dumps cannot break the answer.
-_dumps = json.dumps
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 _b64 = base64.b64encode
 
 # Figures are returned until their PNGs reach this size; the rest are named, not sent.
@@ -71,7 +71,7 @@ def envelope(value_json):
         extras["table"] = table
     text = '{"value":' + value_json
     if extras:
-        text += "," + _dumps(extras, ensure_ascii=False, allow_nan=False)[1:-1]
+        text += "," + _dumps(extras)[1:-1]
     return text + "}"
 
 

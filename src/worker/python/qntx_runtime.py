@@ -26,6 +26,9 @@ from qntx_values import to_json_text
 
 _STREAMS = {}
 
+# Bound at import, in the template, before any program runs.
+_decode = json.JSONDecoder().decode
+
 
 def _stream(fd):
     """A text stream on fd 1 or 2 (captured by the Rust side), recreated if a program closed it."""
@@ -173,7 +176,7 @@ def _run_program(code, filename, upstream_json, glyph_id, python_paths, handler_
         namespace = module.__dict__
         namespace.update(API)
         namespace["__builtins__"] = builtins
-        upstream = json.loads(upstream_json) if upstream_json is not None else None
+        upstream = _decode(upstream_json) if upstream_json is not None else None
         namespace["upstream"] = upstream
         namespace["glyph_id"] = glyph_id
         sys.modules["__main__"] = module

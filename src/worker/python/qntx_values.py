@@ -76,11 +76,18 @@ def to_json_value(value, _depth=0, _seen=None):
         _seen.discard(id(value))
 
 
+# Bound when the template imports this module, before any program runs: a program that
+# replaces json.dumps, json.JSONEncoder or builtins cannot change how its own answer is encoded
+# (and cannot reach any other run at all, each running in a process of its own).
+_encode = json.JSONEncoder().encode
+_encode_result = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def _json_key(key):
     if isinstance(key, str):
         return key
     converted = to_json_value(key)
-    return converted if isinstance(converted, str) else json.dumps(converted)
+    return converted if isinstance(converted, str) else _encode(converted)
 
 
 def _safe_repr(value):
@@ -92,8 +99,8 @@ def _safe_repr(value):
 
 def to_json_text(value):
     try:
-        return json.dumps(to_json_value(value), ensure_ascii=False, allow_nan=False)
+        return _encode_result(to_json_value(value))
     except Exception as exc:  # only reachable through a bug in the mapping above
-        return json.dumps(f"<result could not be encoded: {exc}>")
+        return _encode(f"<result could not be encoded: {exc}>")
 
 
