@@ -76,6 +76,9 @@ enum Mode {
     Worker {
         #[arg(long)]
         python_env: Option<PathBuf>,
+        /// Modules the template imports before it forks any run (the variant's `preload`).
+        #[arg(long, value_delimiter = ',')]
+        preload: Vec<String>,
         #[arg(long, value_enum, default_value_t = LogLevel::Info)]
         log_level: LogLevel,
     },
@@ -105,13 +108,14 @@ pub fn main() -> ExitCode {
     match cli.mode {
         Some(Mode::Worker {
             ref python_env,
+            ref preload,
             log_level,
-        }) => run_worker(python_env.clone(), log_level),
+        }) => run_worker(python_env.clone(), preload.clone(), log_level),
         None => run_plugin(cli),
     }
 }
 
-fn run_worker(python_env: Option<PathBuf>, log_level: LogLevel) -> ExitCode {
+fn run_worker(python_env: Option<PathBuf>, preload: Vec<String>, log_level: LogLevel) -> ExitCode {
     // Keep the supervisor's stdout for logs before output capture takes fd 1.
     // SAFETY: dup of a descriptor we inherited; the copy is ours.
     let log_fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 10) };
@@ -124,7 +128,10 @@ fn run_worker(python_env: Option<PathBuf>, log_level: LogLevel) -> ExitCode {
         );
         logging::log_panics();
     }
-    match worker::run(worker::WorkerOptions { python_env }) {
+    match worker::run(worker::WorkerOptions {
+        python_env,
+        preload,
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "worker stopped");

@@ -95,6 +95,7 @@ async fn builtins_sys_environ_and_cwd_set_by_one_run_are_not_seen_by_the_next() 
 }
 
 /// Alive and not a zombie.
+#[cfg(target_os = "linux")]
 fn is_running(pid: i64) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
@@ -102,6 +103,7 @@ fn is_running(pid: i64) -> bool {
 }
 
 /// Polls until `pid` is gone, for up to `patience`; true if it went.
+#[cfg(target_os = "linux")]
 async fn gone_within(pid: i64, patience: Duration) -> bool {
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
@@ -144,7 +146,11 @@ async fn the_memory_limit_covers_the_runs_subprocesses() {
     // 900 MiB in a forked subprocess, in steps; the program itself stays small.
     let code = "import os, time\npid = os.fork()\nif pid == 0:\n    blocks = []\n    for _ in range(90):\n        blocks.append(b'x' * (10 * 1024 * 1024))\n        time.sleep(0.005)\n    os._exit(0)\nos.waitpid(pid, 0)\n'survived'";
     let response = execute(&mut client, code).await;
-    assert!(!response.success, "the run survived: {response:?}");
+    assert!(
+        !response.success,
+        "the run survived: {}",
+        String::from_utf8_lossy(&response.result)
+    );
     assert!(
         response.error.contains("memory limit of 256 MiB"),
         "{}",
@@ -165,7 +171,11 @@ async fn a_bounded_fork_bomb_fails_its_run_at_the_process_limit() {
     let code = "import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(30)\n        os._exit(0)\ntime.sleep(5)\n'all started'";
     let started = Instant::now();
     let response = execute(&mut client, code).await;
-    assert!(!response.success, "the fork bomb succeeded: {response:?}");
+    assert!(
+        !response.success,
+        "the fork bomb succeeded after {:?}",
+        started.elapsed()
+    );
     assert!(
         response.error.contains("limit of 16 (max_processes)"),
         "{}",
@@ -179,4 +189,49 @@ async fn a_bounded_fork_bomb_fails_its_run_at_the_process_limit() {
 
     let response = execute(&mut client, "import os\nlen(os.listdir('/proc/self/task'))").await;
     assert_eq!(result_object(&response)["result"], json!(1));
+}
+
+/// A plugin whose default environment's variant file preloads `preload`.
+async fn with_preload(preload: &str) -> (tempfile::TempDir, Plugin) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warm.toml");
+    std::fs::write(&file, format!("name = \"warm\"\npreload = {preload}\n")).unwrap();
+    let plugin = Plugin::start(&["--workers", "1", "--variant", file.to_str().unwrap()]);
+    (dir, plugin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preloaded_modules_are_warm_in_every_run() {
+    let (_dir, plugin) = with_preload("[\"colorsys\"]").await;
+    wait_ready(&plugin).await;
+    let mut client = plugin.python().await;
+    for _ in 0..2 {
+        let response = execute(&mut client, "import sys\n'colorsys' in sys.modules").await;
+        assert_eq!(result_object(&response)["result"], json!(true));
+    }
+
+    let plain = one_worker().await;
+    let mut client = plain.python().await;
+    let response = execute(&mut client, "import sys\n'colorsys' in sys.modules").await;
+    assert_eq!(result_object(&response)["result"], json!(false));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preload_that_cannot_be_imported_is_named() {
+    let (_dir, plugin) = with_preload("[\"no_such_module_here\"]").await;
+    let mut client = plugin.python().await;
+    let error = client
+        .execute(qntx_python_plugin::proto::PythonExecuteRequest {
+            code: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no worker can start");
+    assert!(
+        error
+            .message()
+            .contains("cannot preload module no_such_module_here"),
+        "{}",
+        error.message()
+    );
 }

@@ -43,6 +43,8 @@ pub enum WorkerError {
 
 pub struct WorkerOptions {
     pub python_env: Option<PathBuf>,
+    /// Imported once in the template, so every run finds them loaded.
+    pub preload: Vec<String>,
 }
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
@@ -54,7 +56,11 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         .as_deref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let runtime = match Runtime::start(&env) {
+    let started = Runtime::start(&env).and_then(|runtime| {
+        runtime.preload(&options.preload)?;
+        Ok(runtime)
+    });
+    let runtime = match started {
         Ok(runtime) => runtime,
         Err(error) => {
             // Tell the supervisor why, so the caller sees the reason and not just an exit code.

@@ -83,6 +83,34 @@ impl Runtime {
         })
     }
 
+    /// Imports the environment's preloaded modules, then freezes everything loaded so far out
+    /// of the garbage collector's reach: the collector then never writes to those objects, so
+    /// the pages forked runs share with the template stay shared. A module that starts a thread
+    /// on import cannot be preloaded (the template must stay single-threaded to fork).
+    pub fn preload(&self, modules: &[String]) -> Result<(), String> {
+        Python::attach(|py| {
+            for module in modules {
+                py.import(module.as_str())
+                    .map_err(|e| format!("cannot preload module {module}: {}", describe(py, e)))?;
+            }
+            py.import("gc")
+                .and_then(|gc| gc.call_method0("freeze"))
+                .map_err(|e| format!("cannot freeze the template's objects: {e}"))?;
+            Ok::<(), String>(())
+        })?;
+        let pid = std::process::id() as i32;
+        match crate::platform::thread_count(pid) {
+            Some(threads) if threads > 1 => Err(format!(
+                "preloading {} left {} threads running; a worker forks each run from a \
+                 single-threaded template, so drop the module that starts threads on import from \
+                 the variant's `preload`",
+                modules.join(", "),
+                threads - 1
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Forks this process with CPython's fork hooks around the `fork`, so the interpreter's
     /// locks and thread state stay consistent on both sides. Call only while this is the
     /// process's one thread (the template checks before each fork).
