@@ -52,7 +52,7 @@ pub struct HostAccess {
     pub queue: String,
     pub schedule: String,
     pub fetch: String,
-    pub auth_token: String,
+    pub auth_token: crate::host::AuthToken,
     pub plugin_name: String,
     pub plugin_version: String,
 }

@@ -115,7 +115,7 @@ impl DomainPluginService for Domain {
             queue: request.queue_endpoint,
             schedule: request.schedule_endpoint,
             fetch: request.fetch_endpoint,
-            auth_token: request.auth_token,
+            auth_token: request.auth_token.into(),
         });
         let discovered = Catalog::discover(&plugin.name, &link, &plugin.pool).await;
         let catalog = match discovered {

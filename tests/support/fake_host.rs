@@ -246,7 +246,7 @@ impl FakeHost {
             queue,
             schedule,
             fetch,
-            auth_token: token.to_owned(),
+            auth_token: token.into(),
         };
         FakeHost {
             shared,

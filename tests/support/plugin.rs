@@ -30,6 +30,8 @@ pub struct Launch {
     pub executable_name: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Variables removed from the inherited environment.
+    pub env_removed: Vec<String>,
 }
 
 impl Default for Launch {
@@ -38,6 +40,7 @@ impl Default for Launch {
             executable_name: "qntx-python-plugin".into(),
             args: vec!["--port".into(), "0".into()],
             env: Vec::new(),
+            env_removed: Vec::new(),
         }
     }
 }
@@ -57,6 +60,10 @@ impl Launch {
     }
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.into());
         self
     }
 }
@@ -100,6 +107,9 @@ impl Plugin {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        for key in &launch.env_removed {
+            command.env_remove(key);
+        }
         for (key, value) in &launch.env {
             command.env(key, value);
         }
@@ -203,7 +213,7 @@ pub fn initialize_request(
         queue_endpoint: endpoints.queue.clone(),
         schedule_endpoint: endpoints.schedule.clone(),
         fetch_endpoint: endpoints.fetch.clone(),
-        auth_token: endpoints.auth_token.clone(),
+        auth_token: endpoints.auth_token.expose().to_owned(),
         config: config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
