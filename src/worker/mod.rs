@@ -8,6 +8,7 @@
 
 mod capture;
 mod host_bridge;
+mod interpreter;
 mod interrupt;
 mod runtime;
 
