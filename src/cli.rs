@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::pool::{Pool, PoolConfig, WorkerCommand};
-use crate::service::{EnvironmentReport, Plugin};
+use crate::environments::{Declaration, Environments, WorkerSetup};
+use crate::service::Plugin;
 use crate::variant::Variant;
 use crate::{env_vars, identity, logging, server, worker};
 
@@ -33,19 +33,32 @@ pub struct Cli {
     name: Option<String>,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
-    /// Worker processes (default: the number of cores, at least 2).
+    /// Worker processes in all, shared by every environment (default: the number of cores, at
+    /// least 2). Workers start on first use and stop when idle.
     #[arg(long)]
     workers: Option<usize>,
-    /// Runs that may wait for a worker before callers get RESOURCE_EXHAUSTED.
+    /// Runs per environment that may wait for a worker before callers get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 64)]
     queue_capacity: usize,
-    /// Python environment (venv or Nix env prefix) whose site-packages the workers use.
-    #[arg(long, env = env_vars::PYTHON_ENV)]
+    /// A named Python environment (a venv or a Nix `withPackages` env), NAME=PATH; repeatable.
+    /// Runs choose one with a `# py:NAME` line.
+    #[arg(long = "env", value_name = "NAME=PATH")]
+    envs: Vec<String>,
+    /// The environment for runs that name none (default: the first declared).
+    #[arg(long, value_name = "NAME")]
+    default_env: Option<String>,
+    /// A single Python environment, named after the plugin (same as --env <name>=PATH).
+    #[arg(long, env = env_vars::PYTHON_ENV, value_name = "PATH")]
     python_env: Option<PathBuf>,
-    /// Variant file listing the packages the environment must provide.
-    #[arg(long, env = env_vars::VARIANT)]
-    variant: Option<PathBuf>,
-    /// Import every package of the variant, print name and version, exit non-zero on failure.
+    /// Variant file listing the packages an environment must provide: FILE for the default
+    /// environment, or NAME=FILE; repeatable.
+    #[arg(long, env = env_vars::VARIANT, value_name = "[NAME=]FILE")]
+    variant: Vec<String>,
+    /// Seconds a worker may sit idle before it stops and frees its share of --workers.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    worker_idle_timeout: f64,
+    /// Import every package of each environment's variant, print name and version, exit
+    /// non-zero on failure.
     #[arg(long)]
     check_environment: bool,
     #[command(subcommand)]
@@ -123,21 +136,88 @@ fn default_workers() -> usize {
         .max(2)
 }
 
-fn pool_config(cli: &Cli, workers: usize) -> Result<PoolConfig, String> {
-    let executable = std::env::current_exe()
-        .map_err(|e| format!("cannot find the plugin's own executable: {e}"))?;
-    let mut args = vec!["--log-level".to_owned(), cli.log_level.as_str().to_owned()];
-    if let Some(env) = &cli.python_env {
-        args.push("--python-env".into());
-        args.push(env.display().to_string());
+/// The declared environments: `--python-env` (named after the plugin) and each `--env`; with
+/// neither, one environment named after the plugin with the embedded interpreter alone.
+fn declarations(cli: &Cli, plugin_name: &str) -> Result<Vec<Declaration>, String> {
+    // A plugin name need not be a valid environment name ("My Plugin"); then it is "default".
+    let implicit_name = if crate::environments::directive::name_problem(plugin_name).is_none() {
+        plugin_name
+    } else {
+        "default"
+    };
+    let mut declarations = Vec::new();
+    if let Some(path) = &cli.python_env {
+        let path = path.display().to_string();
+        declarations
+            .push(Declaration::named(implicit_name, &path, &path).map_err(|e| e.to_string())?);
     }
-    Ok(PoolConfig {
-        workers,
+    for given in &cli.envs {
+        declarations.push(Declaration::parse(given).map_err(|e| e.to_string())?);
+    }
+    if declarations.is_empty() {
+        declarations.push(Declaration {
+            name: implicit_name.to_owned(),
+            path: None,
+        });
+    }
+    Ok(declarations)
+}
+
+/// `--variant FILE` (the default environment's) and `--variant NAME=FILE`, loaded.
+fn variants(
+    cli: &Cli,
+    declarations: &[Declaration],
+    default: &str,
+) -> Result<Vec<(String, Variant)>, String> {
+    cli.variant
+        .iter()
+        .map(|given| {
+            let (name, file) = match given.split_once('=') {
+                Some((name, file)) if declarations.iter().any(|d| d.name == name) => (name, file),
+                Some((name, _)) if crate::environments::directive::name_problem(name).is_none() => {
+                    return Err(format!("--variant {given}: no environment named '{name}'"))
+                }
+                _ => (default, given.as_str()),
+            };
+            let variant = Variant::load(std::path::Path::new(file)).map_err(|e| e.to_string())?;
+            Ok((name.to_owned(), variant))
+        })
+        .collect()
+}
+
+fn environments(cli: &Cli, plugin_name: &str, workers: usize) -> Result<Arc<Environments>, String> {
+    let declarations = declarations(cli, plugin_name)?;
+    let default = cli
+        .default_env
+        .clone()
+        .unwrap_or_else(|| declarations[0].name.clone());
+    let variants = variants(cli, &declarations, &default)?;
+    let idle_timeout = Duration::try_from_secs_f64(cli.worker_idle_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--worker-idle-timeout {}: give a positive number of seconds",
+                cli.worker_idle_timeout
+            )
+        })?;
+    let setup = WorkerSetup {
+        executable: std::env::current_exe()
+            .map_err(|e| format!("cannot find the plugin's own executable: {e}"))?,
+        args: vec!["--log-level".to_owned(), cli.log_level.as_str().to_owned()],
         queue_capacity: cli.queue_capacity,
-        worker: WorkerCommand { executable, args },
         interrupt_grace: Duration::from_secs(1),
         startup_timeout: Duration::from_secs(60),
-    })
+        idle_timeout,
+    };
+    Environments::new(
+        declarations,
+        cli.default_env.as_deref(),
+        &variants,
+        workers,
+        &setup,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn run_plugin(cli: Cli) -> ExitCode {
@@ -145,14 +225,6 @@ fn run_plugin(cli: Cli) -> ExitCode {
     logging::log_panics();
     let argv0 = std::env::args().next();
     let name = identity::plugin_name(cli.name.as_deref(), argv0.as_deref());
-    let variant = match cli.variant.as_deref().map(Variant::load).transpose() {
-        Ok(variant) => variant,
-        Err(error) => {
-            tracing::error!(%error, "cannot start");
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,11 +236,11 @@ fn run_plugin(cli: Cli) -> ExitCode {
         }
     };
     let result = if cli.check_environment {
-        runtime.block_on(check_environment(&cli, variant))
+        runtime.block_on(check_environment(&cli, &name))
     } else {
-        runtime.block_on(serve(&cli, name, variant))
+        runtime.block_on(serve(&cli, name))
     };
-    // Workers are killed by the pool; do not wait for stray blocking tasks.
+    // Workers are killed by the pools; do not wait for stray blocking tasks.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(code) => code,
@@ -180,100 +252,93 @@ fn run_plugin(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(cli: &Cli, name: String, variant: Option<Variant>) -> Result<ExitCode, String> {
+async fn serve(cli: &Cli, name: String) -> Result<ExitCode, String> {
     let (host, port) = match &cli.address {
         Some(address) => split_address(address, cli.port)?,
         None => ("127.0.0.1".to_owned(), cli.port),
     };
+    let workers = cli.workers.unwrap_or_else(default_workers).max(1);
+    // Checked before binding: a bad flag must not announce a port and then exit.
+    let environments = environments(cli, &name, workers)?;
     let listener = server::bind(&host, port).await.map_err(|e| e.to_string())?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     // Announced before any Python starts: the host waits at most 2 s for this line.
     server::announce_port(bound.port()).map_err(|e| e.to_string())?;
 
-    let workers = cli.workers.unwrap_or_else(default_workers).max(1);
-    let pool = Pool::start(pool_config(cli, workers)?);
     let plugin = Plugin::new(
         name.clone(),
-        Arc::clone(&pool),
+        Arc::clone(&environments),
         tokio_util::sync::CancellationToken::new(),
     );
-    tracing::info!(%name, address = %bound, workers, version = identity::VERSION, "serving");
-    if let Some(variant) = variant {
-        spawn_environment_check(Arc::clone(&plugin), variant);
-    }
+    tracing::info!(
+        %name,
+        address = %bound,
+        workers,
+        environments = %environments.names().join(","),
+        default_environment = %environments.default_name(),
+        version = identity::VERSION,
+        "serving"
+    );
     server::serve(listener, plugin)
         .await
         .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Health reports how many of the variant's packages import; checked once, off the hot path.
-fn spawn_environment_check(plugin: Arc<Plugin>, variant: Variant) {
-    tokio::spawn(async move {
-        let modules = variant.modules();
-        match plugin.pool.check_modules(modules.clone()).await {
-            Ok(report) => {
-                let failures: Vec<String> = report
-                    .iter()
-                    .filter_map(|m| m.error.as_ref().map(|e| format!("{}: {e}", m.module)))
-                    .collect();
-                for failure in &failures {
-                    tracing::warn!(variant = %variant.name, %failure, "package does not import");
-                }
-                *plugin
-                    .environment
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(EnvironmentReport {
-                    packages: modules.len(),
-                    failures,
-                });
-            }
-            Err(error) => tracing::warn!(%error, "environment check did not run"),
-        }
-    });
-}
-
-async fn check_environment(cli: &Cli, variant: Option<Variant>) -> Result<ExitCode, String> {
-    let pool = Pool::start(pool_config(cli, 1)?);
-    let modules = variant.as_ref().map(Variant::modules).unwrap_or_default();
-    let report = pool
-        .check_modules(modules)
-        .await
-        .map_err(|e| e.to_string())?;
-    let python = pool
-        .stats()
-        .python_version
-        .get()
-        .cloned()
-        .unwrap_or_default();
-    let label = variant
-        .as_ref()
-        .map(|v| v.name.as_str())
-        .unwrap_or("(no variant)");
-    println!("variant {label}: Python {python}");
+/// Imports each environment's variant packages in a worker of that environment and prints
+/// what imported; fails naming what did not.
+async fn check_environment(cli: &Cli, name: &str) -> Result<ExitCode, String> {
+    let environments = environments(cli, name, 1)?;
     let mut failed = Vec::new();
-    for module in &report {
-        match (&module.version, &module.error) {
-            (Some(version), None) => println!("{} {version}", module.module),
-            (_, error) => {
-                println!(
-                    "{} FAILED: {}",
-                    module.module,
-                    error.as_deref().unwrap_or("unknown error")
-                );
-                failed.push(module.module.clone());
+    let mut checked = 0;
+    for environment in environments.iter() {
+        let label = environment.variant.as_deref().unwrap_or("(no variant)");
+        let modules = environment.pool.declared_modules().to_vec();
+        if let Some(reason) = &environment.refused {
+            println!("environment {}: variant {label}: refused", environment.name);
+            eprintln!("error: {reason}");
+            failed.push(environment.name.clone());
+            continue;
+        }
+        let report = environment
+            .pool
+            .check_modules(modules)
+            .await
+            .map_err(|e| e.to_string())?;
+        let python = environment
+            .pool
+            .stats()
+            .python_version
+            .get()
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "environment {}: variant {label}: Python {python}",
+            environment.name
+        );
+        for module in &report {
+            checked += 1;
+            match (&module.version, &module.error) {
+                (Some(version), None) => println!("{} {version}", module.module),
+                (_, error) => {
+                    println!(
+                        "{} FAILED: {}",
+                        module.module,
+                        error.as_deref().unwrap_or("unknown error")
+                    );
+                    failed.push(module.module.clone());
+                }
             }
         }
     }
-    pool.shutdown();
+    environments.shutdown();
     if failed.is_empty() {
-        println!("{} packages import", report.len());
+        println!("{checked} packages import");
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
-            "error: {} of {} packages failed to import: {}",
+            "error: {} failed to import: {}",
             failed.len(),
-            report.len(),
             failed.join(", ")
         );
         Ok(ExitCode::FAILURE)

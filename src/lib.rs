@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod env_vars;
+pub mod environments;
 pub mod host;
 pub mod identity;
 pub mod ipc;

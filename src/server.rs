@@ -134,11 +134,11 @@ pub async fn serve(listener: TcpListener, plugin: Arc<Plugin>) -> Result<(), Ser
         result = &mut server => result?,
         () = shutdown.cancelled() => {
             // Running programs are not waited for: kill them now, then give calls a moment.
-            plugin.pool.shutdown();
+            plugin.environments.shutdown();
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await;
         }
     }
-    plugin.pool.shutdown();
+    plugin.environments.shutdown();
     tracing::info!("stopped");
     Ok(())
 }

@@ -181,7 +181,9 @@ fn an_environment_for_another_python_is_refused_clearly() {
     let (ok, stdout, stderr) = check_environment(&["--python-env", &env]);
     assert!(!ok, "{stdout}");
     assert!(
-        stderr.contains("has no python3.") && stderr.contains("python2.7"),
+        stderr.contains("environment 'python'")
+            && stderr.contains("is for Python 2.7")
+            && stderr.contains("but this plugin embeds Python 3."),
         "{stderr}"
     );
 }

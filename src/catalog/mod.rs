@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::environments::{Environments, RouteError};
 use crate::host::{HostError, HostLink};
 use crate::ipc::Script;
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 use crate::proto::{AttestationFilter, ScheduleInfo, WatcherRegistration};
 use discovery::Version;
 
@@ -56,6 +57,9 @@ pub struct Handler {
     pub attestation_id: String,
     pub code: String,
     pub declarations: Declarations,
+    /// The environment its `# py:<name>` line routes it to (else the default); its jobs,
+    /// watchers and schedules run there.
+    pub environment: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,23 @@ pub struct Discovered {
     pub new_faults: Vec<(String, String)>,
 }
 
+/// The environment a handler's `# py:<name>` line routes it to. An unknown name or two names
+/// fault the handler (its every run would fail); an environment that exists but cannot start
+/// does not: that is the environment's fault, reported in Health, and fixed without a re-save.
+fn environment_of(environments: &Environments, code: &str) -> Result<String, String> {
+    match environments.route(code, None) {
+        Ok(environment) => Ok(environment.name.clone()),
+        Err(RouteError::Refused(_)) => Ok(crate::environments::directive::find(code)
+            .ok()
+            .flatten()
+            .map_or_else(
+                || environments.default_name().to_owned(),
+                |d| d.name.to_owned(),
+            )),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// The filter that finds this plugin's handler attestations.
 pub fn handler_filter(plugin: &str) -> AttestationFilter {
     AttestationFilter {
@@ -106,14 +127,18 @@ impl Catalog {
     pub async fn discover(
         plugin: &str,
         link: &HostLink,
-        pool: &Pool,
+        environments: &Environments,
     ) -> Result<Discovered, CatalogError> {
-        tokio::time::timeout(DISCOVERY_BUDGET, Self::read(plugin, link, pool))
+        tokio::time::timeout(DISCOVERY_BUDGET, Self::read(plugin, link, environments))
             .await
             .map_err(|_| CatalogError::Timeout(DISCOVERY_BUDGET))?
     }
 
-    async fn read(plugin: &str, link: &HostLink, pool: &Pool) -> Result<Discovered, CatalogError> {
+    async fn read(
+        plugin: &str,
+        link: &HostLink,
+        environments: &Environments,
+    ) -> Result<Discovered, CatalogError> {
         // Also when the host has no attestation store (an empty endpoint): declaring nothing
         // then would make the host prune every schedule and watcher of this plugin.
         let attestations = link.stream_all(handler_filter(plugin)).await?;
@@ -145,21 +170,29 @@ impl Catalog {
         let declared = if scripts.is_empty() {
             Vec::new()
         } else {
-            pool.declare(scripts.clone()).await?
+            let declaring = environments.any_usable().ok_or_else(|| {
+                PoolError::WorkerUnavailable("no environment can start a worker".into())
+            })?;
+            declaring.pool.declare(scripts.clone()).await?
         };
         for ((script, attestation_id), answer) in scripts.into_iter().zip(ids).zip(declared) {
-            let parsed = answer.and_then(|json| {
-                serde_json::from_str::<Declarations>(&json)
-                    .map_err(|e| format!("unreadable declarations: {e}"))
-            });
+            let parsed = answer
+                .and_then(|json| {
+                    serde_json::from_str::<Declarations>(&json)
+                        .map_err(|e| format!("unreadable declarations: {e}"))
+                })
+                .and_then(|declarations| {
+                    Ok((declarations, environment_of(environments, &script.code)?))
+                });
             match parsed {
-                Ok(declarations) => {
+                Ok((declarations, environment)) => {
                     catalog.handlers.insert(
                         script.key,
                         Handler {
                             attestation_id,
                             code: script.code,
                             declarations,
+                            environment,
                         },
                     );
                 }

@@ -1,12 +1,15 @@
-//! The supervisor side of the workers: a bounded queue of runs and N slots, each owning one
-//! worker process that it starts, feeds, interrupts, kills and replaces.
+//! The supervisor side of the workers for one Python environment: a bounded queue of runs and
+//! slots that each own at most one worker process, which they start, feed, interrupt, kill and
+//! replace. Slots are started on demand and give their worker back when it idles, within a
+//! worker [`Budget`] shared by every environment.
 
+mod budget;
 mod process;
 mod slot;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -14,44 +17,73 @@ use tokio_util::sync::CancellationToken;
 use crate::ipc::{
     CapturedStream, FromWorker, HandlerEntry, HostAccess, ModuleCheck, RunOutput, Script, ToWorker,
 };
+pub use budget::{Budget, PoolId};
 pub use process::{SpawnError, WorkerCommand, WorkerProcess};
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    pub workers: usize,
     pub queue_capacity: usize,
     pub worker: WorkerCommand,
     /// How long an interrupted program gets to stop before its worker is killed.
     pub interrupt_grace: Duration,
     pub startup_timeout: Duration,
+    /// A worker with nothing to do for this long is stopped and its permit given back.
+    pub idle_timeout: Duration,
+    /// Modules imported once, after the environment's first run, for Health's package report.
+    pub check_modules: Vec<String>,
 }
 
 /// Counters read by Health without touching any lock a run can hold.
 #[derive(Debug, Default)]
 pub struct PoolStats {
-    pub workers_total: AtomicUsize,
+    /// Worker processes alive (idle or busy).
     pub workers_ready: AtomicUsize,
     pub workers_busy: AtomicUsize,
+    /// Workers started to replace one that crashed, was killed or left something running.
     pub worker_restarts: AtomicU64,
     pub runs_completed: AtomicU64,
     pub python_version: OnceLock<String>,
-    /// Why the last worker start failed; cleared when a worker starts.
-    pub start_error: std::sync::RwLock<Option<String>>,
+    /// Why the last worker start failed, and when; cleared when a worker starts.
+    start_error: RwLock<Option<(Instant, String)>>,
+    /// The package check, once it ran.
+    pub packages: RwLock<Option<Vec<ModuleCheck>>>,
 }
+
+/// After a failed start, runs fail at once with its reason for this long instead of each
+/// trying (and failing) to start a worker again.
+const START_FAILURE_HOLD: Duration = Duration::from_secs(2);
 
 impl PoolStats {
     pub fn start_error(&self) -> Option<String> {
         self.start_error
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, error)| error.clone())
+    }
+
+    /// The last start failure, if it is recent enough that trying again is pointless.
+    fn recent_start_error(&self) -> Option<String> {
+        self.start_error
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < START_FAILURE_HOLD)
+            .map(|(_, error)| error.clone())
     }
 
     fn set_start_error(&self, error: Option<String>) {
         *self
             .start_error
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+            .unwrap_or_else(PoisonError::into_inner) = error.map(|e| (Instant::now(), e));
+    }
+
+    pub fn packages(&self) -> Option<Vec<ModuleCheck>> {
+        self.packages
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -113,63 +145,115 @@ struct Job {
     reply: oneshot::Sender<Result<WorkResult, PoolError>>,
 }
 
+/// What a pool's slots share.
+pub(crate) struct Shared {
+    id: PoolId,
+    config: PoolConfig,
+    stats: Arc<PoolStats>,
+    budget: Arc<Budget>,
+    jobs: async_channel::Receiver<Job>,
+    shutdown: CancellationToken,
+    /// Slot tasks alive, slots idle with a worker, and slots waiting for a permit.
+    slots: AtomicUsize,
+    idle: AtomicUsize,
+    pending: AtomicUsize,
+    next_slot: AtomicUsize,
+    /// Workers lost to crashes, kills or leftovers and not yet replaced: the next starts count
+    /// as restarts (an idle worker that stopped and a new one later is not a restart).
+    lost_workers: AtomicUsize,
+}
+
 pub struct Pool {
     queue: async_channel::Sender<Job>,
-    stats: Arc<PoolStats>,
-    config: PoolConfig,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
 }
 
 impl Pool {
-    /// Starts the slots; workers come up in the background, so this returns at once.
-    pub fn start(config: PoolConfig) -> Arc<Self> {
+    /// A pool with no worker yet: the first run starts one. `id` names the pool to `budget`.
+    pub fn new(id: PoolId, config: PoolConfig, budget: Arc<Budget>) -> Arc<Self> {
         let (queue, jobs) = async_channel::bounded(config.queue_capacity.max(1));
-        let stats = Arc::new(PoolStats::default());
-        stats.workers_total.store(config.workers, Ordering::Relaxed);
-        let shutdown = CancellationToken::new();
-        for index in 0..config.workers {
-            let slot = slot::Slot::new(
-                index,
-                config.clone(),
-                Arc::clone(&stats),
-                jobs.clone(),
-                shutdown.clone(),
-            );
-            tokio::spawn(slot.run());
-        }
         Arc::new(Self {
             queue,
-            stats,
-            config,
-            shutdown,
+            shared: Arc::new(Shared {
+                id,
+                config,
+                stats: Arc::new(PoolStats::default()),
+                budget,
+                jobs,
+                shutdown: CancellationToken::new(),
+                slots: AtomicUsize::new(0),
+                idle: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
+                next_slot: AtomicUsize::new(0),
+                lost_workers: AtomicUsize::new(0),
+            }),
         })
     }
 
     pub fn stats(&self) -> &PoolStats {
-        &self.stats
+        &self.shared.stats
     }
 
     pub fn queue_depth(&self) -> usize {
         self.queue.len()
     }
 
+    /// The modules of the environment's variant (checked once, for Health).
+    pub fn declared_modules(&self) -> &[String] {
+        &self.shared.config.check_modules
+    }
+
+    /// Slots waiting for a permit to start a worker.
+    pub fn starting(&self) -> usize {
+        self.shared.pending.load(Ordering::Relaxed)
+    }
+
     async fn submit(&self, work: Work) -> Result<WorkResult, PoolError> {
-        if self.shutdown.is_cancelled() {
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
             return Err(PoolError::ShuttingDown);
+        }
+        if shared.stats.workers_ready.load(Ordering::SeqCst) == 0 {
+            if let Some(error) = shared.stats.recent_start_error() {
+                return Err(PoolError::WorkerUnavailable(error));
+            }
         }
         let (reply, answer) = oneshot::channel();
         self.queue
             .try_send(Job { work, reply })
             .map_err(|e| match e {
                 async_channel::TrySendError::Full(_) => PoolError::QueueFull {
-                    workers: self.config.workers,
+                    workers: shared.budget.total(),
                     queued: self.queue.len(),
                 },
                 async_channel::TrySendError::Closed(_) => PoolError::ShuttingDown,
             })?;
+        self.add_slot_if_needed();
         // Dropping this future (the caller went away) drops `answer`; the slot notices through
         // `reply.closed()` and cancels the run.
         answer.await.map_err(|_| PoolError::ShuttingDown)?
+    }
+
+    /// Starts a slot when queued runs outnumber the slots that could take them (idle ones, and
+    /// ones already waiting for a worker), up to the whole budget.
+    fn add_slot_if_needed(&self) {
+        let shared = &self.shared;
+        let ready_for_work =
+            shared.idle.load(Ordering::SeqCst) + shared.pending.load(Ordering::SeqCst);
+        if ready_for_work >= self.queue.len() {
+            return;
+        }
+        let total = shared.budget.total();
+        let grew = shared
+            .slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < total).then_some(n + 1)
+            })
+            .is_ok();
+        if grew {
+            let index = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(slot::Slot::new(index, Arc::clone(shared)).run());
+        }
     }
 
     pub async fn run(&self, spec: RunSpec) -> Result<RunOutcome, PoolError> {
@@ -193,7 +277,8 @@ impl Pool {
         scripts: Vec<Script>,
     ) -> Result<Vec<Result<String, String>>, PoolError> {
         let unavailable = |e: &dyn std::fmt::Display| PoolError::WorkerUnavailable(e.to_string());
-        let mut worker = WorkerProcess::spawn(&self.config.worker, self.config.startup_timeout)
+        let config = &self.shared.config;
+        let mut worker = WorkerProcess::spawn(&config.worker, config.startup_timeout)
             .await
             .map_err(|e| unavailable(&e))?;
         worker
@@ -211,7 +296,7 @@ impl Pool {
 
     /// Refuses new work and kills every worker (running programs included) right away.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.shared.shutdown.cancel();
         self.queue.close();
     }
 

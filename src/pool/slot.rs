@@ -1,29 +1,26 @@
-//! One slot of the pool: owns at most one worker process and runs jobs on it, one at a time.
+//! One slot of a pool: owns at most one worker process (and the budget permit it lives on) and
+//! runs jobs on it, one at a time. A slot ends when its worker idles out or is given back to
+//! another environment, unless its own pool still has runs waiting.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::process::WorkerProcess;
-use super::{Job, PoolConfig, PoolError, PoolStats, RunOutcome, RunSpec, Work, WorkResult};
+use super::{Job, PoolError, RunOutcome, RunSpec, Shared, Work, WorkResult};
 use crate::ipc::{CapturedStream, FromWorker, RunRequest, ToWorker};
 
 /// How often a busy worker's memory is checked against the limit.
 const MEMORY_POLL: Duration = Duration::from_millis(50);
-/// Longest wait between attempts to start a worker that keeps failing.
-const MAX_SPAWN_BACKOFF: Duration = Duration::from_secs(10);
 
 pub(super) struct Slot {
     index: usize,
-    config: PoolConfig,
-    stats: Arc<PoolStats>,
-    jobs: async_channel::Receiver<Job>,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
     worker: Option<WorkerProcess>,
-    /// Set once a worker has started, so later starts count as restarts.
-    started_before: bool,
+    /// Held for as long as `worker` lives.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Why the supervisor interrupted a run.
@@ -33,60 +30,48 @@ enum InterruptReason {
     CallerGone,
 }
 
+/// What ended an idle wait.
+enum Wake {
+    Job(Job),
+    GiveBack,
+    Stop,
+}
+
 impl Slot {
-    pub(super) fn new(
-        index: usize,
-        config: PoolConfig,
-        stats: Arc<PoolStats>,
-        jobs: async_channel::Receiver<Job>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub(super) fn new(index: usize, shared: Arc<Shared>) -> Self {
         Self {
             index,
-            config,
-            stats,
-            jobs,
-            shutdown,
+            shared,
             worker: None,
-            started_before: false,
+            permit: None,
         }
     }
 
     pub(super) async fn run(mut self) {
-        let mut backoff = Duration::from_millis(100);
+        let shared = Arc::clone(&self.shared);
         loop {
-            if self.worker.is_none() {
-                if let Err(error) = self.start_worker().await {
-                    tracing::error!(slot = self.index, %error, "worker failed to start");
-                    self.stats.set_start_error(Some(error.to_string()));
-                    // Fail one waiting job with the reason rather than leave callers hanging.
-                    let job = tokio::select! {
-                        job = self.jobs.recv() => job,
-                        () = self.shutdown.cancelled() => return,
-                    };
-                    let Ok(job) = job else { return };
-                    let _ = job
-                        .reply
-                        .send(Err(PoolError::WorkerUnavailable(error.to_string())));
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.shutdown.cancelled() => return,
+            if self.worker.is_none() && !self.start_worker().await {
+                if self.leave() {
+                    return;
+                }
+                continue;
+            }
+            let wake = self.wait_idle().await;
+            let mut job = match wake {
+                Wake::Job(job) => job,
+                Wake::GiveBack => {
+                    self.release_worker();
+                    if self.leave() {
+                        return;
                     }
-                    backoff = (backoff * 2).min(MAX_SPAWN_BACKOFF);
                     continue;
                 }
-                backoff = Duration::from_millis(100);
-            }
-
-            let job = tokio::select! {
-                job = self.jobs.recv() => job,
-                () = self.shutdown.cancelled() => break,
+                Wake::Stop => break,
             };
-            let Ok(mut job) = job else { break };
             if job.reply.is_closed() {
                 continue; // the caller gave up while waiting in the queue
             }
-            self.stats.workers_busy.fetch_add(1, Ordering::Relaxed);
+            shared.stats.workers_busy.fetch_add(1, Ordering::Relaxed);
             let result = match job.work {
                 Work::Run(spec) => self
                     .execute(*spec, &mut job.reply)
@@ -96,34 +81,171 @@ impl Slot {
                     self.check_modules(modules).await.map(WorkResult::Modules)
                 }
             };
-            self.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
-            self.stats.runs_completed.fetch_add(1, Ordering::Relaxed);
+            shared.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
+            shared.stats.runs_completed.fetch_add(1, Ordering::Relaxed);
             let _ = job.reply.send(result);
+            self.check_packages_once().await;
+            // Another environment is waiting for a permit: hand this one over rather than take
+            // this pool's next run (which then waits its turn for a permit like everyone else).
+            if self.worker.is_some() && shared.budget.others_waiting(shared.id) {
+                self.release_worker();
+                if self.leave() {
+                    return;
+                }
+            }
         }
-        self.retire_worker();
+        self.release_worker();
+        shared.slots.fetch_sub(1, Ordering::SeqCst);
     }
 
-    async fn start_worker(&mut self) -> Result<(), super::SpawnError> {
-        let worker = WorkerProcess::spawn(&self.config.worker, self.config.startup_timeout).await?;
-        let _ = self.stats.python_version.set(worker.python_version.clone());
-        if self.started_before {
-            self.stats.worker_restarts.fetch_add(1, Ordering::Relaxed);
+    /// Waits for a run while idle; gives the worker back after `idle_timeout` or when another
+    /// environment needs its permit.
+    async fn wait_idle(&mut self) -> Wake {
+        let shared = Arc::clone(&self.shared);
+        shared.idle.fetch_add(1, Ordering::SeqCst);
+        let ticket = shared.budget.idle(shared.id);
+        let wake = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => Wake::Stop,
+            job = shared.jobs.recv() => match job {
+                Ok(job) => Wake::Job(job),
+                Err(_) => Wake::Stop,
+            },
+            () = ticket.give_back.cancelled() => Wake::GiveBack,
+            () = tokio::time::sleep(shared.config.idle_timeout) => Wake::GiveBack,
+        };
+        drop(ticket);
+        shared.idle.fetch_sub(1, Ordering::SeqCst);
+        wake
+    }
+
+    /// Ends this slot unless runs are still queued for its pool (then it goes on, to start a
+    /// worker for them). Checked after the count drops, so a run submitted meanwhile is never
+    /// left without a slot: either the submitter saw no idle slot and added one, or this sees
+    /// the run.
+    fn leave(&self) -> bool {
+        let shared = &self.shared;
+        shared.slots.fetch_sub(1, Ordering::SeqCst);
+        if shared.jobs.is_empty() || shared.shutdown.is_cancelled() {
+            return true;
         }
-        self.started_before = true;
-        tracing::debug!(slot = self.index, pid = worker.pid(), "worker ready");
-        self.worker = Some(worker);
-        self.stats.workers_ready.fetch_add(1, Ordering::Relaxed);
-        self.stats.set_start_error(None);
-        Ok(())
+        shared.slots.fetch_add(1, Ordering::SeqCst);
+        false
+    }
+
+    /// Gets a permit and starts a worker. On failure every queued run fails with the reason
+    /// (they could not start one either), and false is returned.
+    async fn start_worker(&mut self) -> bool {
+        let shared = Arc::clone(&self.shared);
+        shared.pending.fetch_add(1, Ordering::SeqCst);
+        let permit = tokio::select! {
+            permit = shared.budget.acquire(shared.id) => Some(permit),
+            () = shared.shutdown.cancelled() => None,
+        };
+        shared.pending.fetch_sub(1, Ordering::SeqCst);
+        let Some(permit) = permit else { return false };
+        if shared.jobs.is_empty() {
+            return false; // another slot took the run this one was started for
+        }
+        let config = &shared.config;
+        match WorkerProcess::spawn(&config.worker, config.startup_timeout).await {
+            Ok(worker) => {
+                let _ = shared
+                    .stats
+                    .python_version
+                    .set(worker.python_version.clone());
+                let owed =
+                    shared
+                        .lost_workers
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                if owed.is_ok() {
+                    shared.stats.worker_restarts.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(slot = self.index, pid = worker.pid(), "worker ready");
+                self.worker = Some(worker);
+                self.permit = Some(permit);
+                shared.stats.workers_ready.fetch_add(1, Ordering::SeqCst);
+                shared.stats.set_start_error(None);
+                true
+            }
+            Err(error) => {
+                tracing::error!(slot = self.index, %error, "worker failed to start");
+                shared.stats.set_start_error(Some(error.to_string()));
+                while let Ok(job) = shared.jobs.try_recv() {
+                    let _ = job
+                        .reply
+                        .send(Err(PoolError::WorkerUnavailable(error.to_string())));
+                }
+                false
+            }
+        }
+    }
+
+    /// Imports the environment's declared packages once, after its first run, so Health can
+    /// report them without starting a worker just for that (and later runs find them warm).
+    async fn check_packages_once(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        if shared.config.check_modules.is_empty() || self.worker.is_none() {
+            return;
+        }
+        {
+            let mut packages = shared
+                .stats
+                .packages
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if packages.is_some() {
+                return;
+            }
+            // Claimed with an empty report, so no other slot checks too.
+            *packages = Some(Vec::new());
+        }
+        let report = self
+            .check_modules(shared.config.check_modules.clone())
+            .await
+            .unwrap_or_else(|error| {
+                let error = error.to_string();
+                shared
+                    .config
+                    .check_modules
+                    .iter()
+                    .map(|module| crate::ipc::ModuleCheck {
+                        module: module.clone(),
+                        version: None,
+                        error: Some(error.clone()),
+                    })
+                    .collect()
+            });
+        *shared
+            .stats
+            .packages
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
+    }
+
+    /// Stops the worker (if any) and frees its permit, without counting it as a restart.
+    fn release_worker(&mut self) {
+        drop(self.retire_worker());
+        self.permit = None;
     }
 
     fn retire_worker(&mut self) -> Option<WorkerProcess> {
         let worker = self.worker.take()?;
-        self.stats.workers_ready.fetch_sub(1, Ordering::Relaxed);
+        self.permit = None;
+        self.shared
+            .stats
+            .workers_ready
+            .fetch_sub(1, Ordering::SeqCst);
         Some(worker)
     }
 
+    /// A worker lost to a crash, a kill or leftovers: the next start (in any slot) replaces it.
+    fn lost_worker(&self) {
+        self.shared.lost_workers.fetch_add(1, Ordering::SeqCst);
+    }
+
     async fn worker_died(&mut self) -> String {
+        self.lost_worker();
         match self.retire_worker() {
             Some(worker) => worker.exit_cause().await,
             None => "no worker".to_owned(),
@@ -131,6 +253,7 @@ impl Slot {
     }
 
     fn kill_worker(&mut self) {
+        self.lost_worker();
         if let Some(mut worker) = self.retire_worker() {
             worker.kill();
         }
@@ -197,7 +320,8 @@ impl Slot {
             let grace_over = async {
                 match interrupted {
                     Some((_, at)) => {
-                        tokio::time::sleep_until((at + self.config.interrupt_grace).into()).await
+                        tokio::time::sleep_until((at + self.shared.config.interrupt_grace).into())
+                            .await
                     }
                     None => std::future::pending().await,
                 }
@@ -246,7 +370,7 @@ impl Slot {
                         return Ok(RunOutcome::WorkerDied { cause });
                     }
                 }
-                () = self.shutdown.cancelled() => {
+                () = self.shared.shutdown.cancelled() => {
                     self.kill_worker();
                     return Err(PoolError::ShuttingDown);
                 }

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{deadline, handler_jobs, http, jobs, Plugin};
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::environments::EnvironmentStatus;
 use crate::host::{Endpoints, HostLink};
 use crate::identity::VERSION;
 use crate::proto::domain_plugin_service_server::DomainPluginService;
@@ -25,17 +26,17 @@ impl Domain {
         Self { plugin }
     }
 
+    /// Answered from counters only (protocol.md §3.7: never wait on Python). The totals keep
+    /// their single-environment meaning; each environment also has its own `env.<name>` keys.
     fn health(&self) -> HealthResponse {
         let plugin = &self.plugin;
-        let stats = plugin.pool.stats();
-        let python = stats
-            .python_version
-            .get()
-            .cloned()
-            .unwrap_or_else(|| "starting".into());
-        let total = stats.workers_total.load(Ordering::Relaxed);
-        let ready = stats.workers_ready.load(Ordering::Relaxed);
-        let busy = stats.workers_busy.load(Ordering::Relaxed);
+        let environments = &plugin.environments;
+        let statuses = environments.statuses();
+        let python = environments.embedded_python().to_owned();
+        let sum = |f: fn(&EnvironmentStatus) -> u64| statuses.iter().map(f).sum::<u64>();
+        let ready = sum(|s| s.workers as u64);
+        let busy = sum(|s| s.busy as u64);
+        let total = environments.budget().total();
         let mut details = HashMap::from([
             (plugin.name.clone(), python.clone()),
             ("python_version".into(), python.clone()),
@@ -43,44 +44,83 @@ impl Domain {
             ("workers_total".into(), total.to_string()),
             ("workers_ready".into(), ready.to_string()),
             ("workers_busy".into(), busy.to_string()),
-            ("queue_depth".into(), plugin.pool.queue_depth().to_string()),
-            (
-                "worker_restarts".into(),
-                stats.worker_restarts.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "runs_completed".into(),
-                stats.runs_completed.load(Ordering::Relaxed).to_string(),
-            ),
+            ("queue_depth".into(), sum(|s| s.queued as u64).to_string()),
+            ("worker_restarts".into(), sum(|s| s.restarts).to_string()),
+            ("runs_completed".into(), sum(|s| s.runs).to_string()),
             (
                 "uptime_secs".into(),
                 plugin.started.elapsed().as_secs().to_string(),
             ),
+            ("environments".into(), environments.names().join(", ")),
+            (
+                "default_environment".into(),
+                environments.default_name().to_owned(),
+            ),
         ]);
-        if let Some(report) = plugin
-            .environment
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            details.insert("packages".into(), report.packages.to_string());
-            details.insert("package_failures".into(), report.failures.join(", "));
+        let several = statuses.len() > 1;
+        let mut packages = 0;
+        let mut package_failures = Vec::new();
+        for status in &statuses {
+            let key = |field: &str| format!("env.{}.{field}", status.name);
+            details.insert(format!("env.{}", status.name), status.summary());
+            details.insert(key("state"), status.state.clone());
+            details.insert(key("workers"), status.workers.to_string());
+            details.insert(key("busy"), status.busy.to_string());
+            details.insert(key("queued"), status.queued.to_string());
+            details.insert(key("runs"), status.runs.to_string());
+            details.insert(key("restarts"), status.restarts.to_string());
+            if let Some(error) = &status.error {
+                details.insert(key("error"), error.clone());
+            }
+            if !status.packages.is_empty() {
+                let failures = status.package_failures();
+                details.insert(key("packages"), status.packages.len().to_string());
+                details.insert(key("package_failures"), failures.join(", "));
+                packages += status.packages.len();
+                package_failures.extend(failures.into_iter().map(|failure| {
+                    if several {
+                        format!("{}: {failure}", status.name)
+                    } else {
+                        failure
+                    }
+                }));
+            }
+        }
+        if packages > 0 {
+            details.insert("packages".into(), packages.to_string());
+            details.insert("package_failures".into(), package_failures.join(", "));
+        }
+        let failed: Vec<String> = statuses
+            .iter()
+            .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.name)))
+            .collect();
+        if let Some(error) = statuses.iter().find_map(|s| s.error.clone()) {
+            details.insert("worker_error".into(), error);
         }
         let shutting_down = plugin.shutdown.is_cancelled();
-        // Unhealthy only when no worker can run anything: then a restart is the right remedy.
-        let start_error = stats.start_error().filter(|_| ready == 0);
-        if let Some(error) = &start_error {
-            details.insert("worker_error".into(), error.clone());
-        }
+        // Unhealthy only when no environment can run anything: then nothing works, and a
+        // restart is the one remedy the host has. One failed environment of several is reported
+        // but keeps the plugin healthy, since the others serve.
+        let all_failed = failed.len() == statuses.len();
+        let message = if shutting_down {
+            "shutting down".to_owned()
+        } else if all_failed {
+            format!("no worker can start: {}", failed.join("; "))
+        } else {
+            let mut message =
+                format!("Python {python}, {ready}/{total} workers running, {busy} busy");
+            if several {
+                let states: Vec<String> = statuses
+                    .iter()
+                    .map(|s| format!("{} {}", s.name, s.state))
+                    .collect();
+                message.push_str(&format!("; environments: {}", states.join(", ")));
+            }
+            message
+        };
         HealthResponse {
-            healthy: !shutting_down && start_error.is_none(),
-            message: if shutting_down {
-                "shutting down".into()
-            } else if let Some(error) = start_error {
-                format!("no worker can start: {error}")
-            } else {
-                format!("Python {python}, {ready}/{total} workers ready, {busy} busy")
-            },
+            healthy: !shutting_down && !all_failed,
+            message,
             details,
         }
     }
@@ -117,7 +157,7 @@ impl DomainPluginService for Domain {
             fetch: request.fetch_endpoint,
             auth_token: request.auth_token.into(),
         });
-        let discovered = Catalog::discover(&plugin.name, &link, &plugin.pool).await;
+        let discovered = Catalog::discover(&plugin.name, &link, &plugin.environments).await;
         let catalog = match discovered {
             Ok(discovered) => {
                 handler_jobs::record_faults(

@@ -113,6 +113,18 @@ impl Execution {
         }
     }
 
+    /// A run that failed before any program ran, with the reason.
+    pub fn failed(error: String) -> Self {
+        Self {
+            success: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            result: Value::Null,
+            error: Some(error),
+            duration_ms: 0,
+        }
+    }
+
     pub fn to_json_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

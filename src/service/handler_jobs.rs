@@ -86,6 +86,7 @@ pub async fn program(
             key: key.to_owned(),
             function: function.map(str::to_owned),
         }),
+        env: None,
     })
 }
 
@@ -120,7 +121,7 @@ pub async fn refresh(
     link: &HostLink,
 ) -> Result<(Arc<Catalog>, schedules::Changes), String> {
     let mut ids = plugin.schedule_ids.lock().await;
-    let discovered = Catalog::discover(&plugin.name, link, &plugin.pool)
+    let discovered = Catalog::discover(&plugin.name, link, &plugin.environments)
         .await
         .map_err(|e| e.to_string())?;
     let old = plugin.catalog();

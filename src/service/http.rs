@@ -34,6 +34,8 @@ struct ExecuteBody {
     #[serde(default)]
     glyph_id: String,
     upstream_attestation: Option<Value>,
+    /// The environment to run in; a `# py:<name>` line in `content` must agree.
+    env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -68,13 +70,7 @@ pub async fn handle(plugin: &Plugin, request: HttpRequest) -> HttpResponse {
     let path = path.trim_end_matches('/');
     match (request.method.as_str(), path) {
         ("GET", "/version") => {
-            let python = plugin
-                .pool
-                .stats()
-                .python_version
-                .get()
-                .cloned()
-                .unwrap_or_default();
+            let python = plugin.environments.embedded_python();
             respond(
                 200,
                 &json!({ "python_version": python, "plugin_version": VERSION }),
@@ -122,6 +118,7 @@ async fn execute(plugin: &Plugin, body: &[u8]) -> HttpResponse {
         upstream_json,
         glyph_id: body.glyph_id,
         handler: None,
+        env: body.env,
     };
     run(plugin, program, timeout).await
 }
@@ -139,6 +136,7 @@ async fn evaluate(plugin: &Plugin, body: &[u8]) -> HttpResponse {
         upstream_json: None,
         glyph_id: String::new(),
         handler: None,
+        env: None,
     };
     run(plugin, program, None).await
 }

@@ -79,6 +79,7 @@ fn script_program(request: &ExecuteJobRequest) -> Result<Program, String> {
         upstream_json,
         glyph_id: String::new(),
         handler: None,
+        env: None,
     })
 }
 

@@ -17,29 +17,22 @@ use tonic::Status;
 
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::environments::{Environments, RouteError};
 use crate::host::HostLink;
 use crate::ipc::{HandlerEntry, HostAccess};
-use crate::pool::{Pool, PoolError, RunSpec};
+use crate::pool::{PoolError, RunSpec};
 use execution::Execution;
-
-/// Packages the variant declares and how their import went (for Health).
-#[derive(Debug, Clone, Default)]
-pub struct EnvironmentReport {
-    pub packages: usize,
-    pub failures: Vec<String>,
-}
 
 pub struct Plugin {
     pub name: String,
     pub started: Instant,
-    pub pool: Arc<Pool>,
+    pub environments: Arc<Environments>,
     pub settings: RwLock<Settings>,
     /// The link to the host's services, from the latest Initialize.
     pub host: RwLock<Option<HostLink>>,
     pub catalog: RwLock<Arc<Catalog>>,
     /// Serialises catalog reloads and holds the schedule ids they learned.
     pub schedule_ids: tokio::sync::Mutex<HashMap<String, String>>,
-    pub environment: RwLock<Option<EnvironmentReport>>,
     /// Whether a catalog read ever succeeded (until then a failed read fails Initialize).
     pub catalog_read: std::sync::atomic::AtomicBool,
     pub shutdown: CancellationToken,
@@ -52,19 +45,25 @@ pub struct Program {
     pub upstream_json: Option<String>,
     pub glyph_id: String,
     pub handler: Option<HandlerEntry>,
+    /// The environment the caller asked for (an HTTP body's `env`, a glyph's picker); the
+    /// program's own `# py:<name>` line must agree with it.
+    pub env: Option<String>,
 }
 
 impl Plugin {
-    pub fn new(name: String, pool: Arc<Pool>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        name: String,
+        environments: Arc<Environments>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name,
             started: Instant::now(),
-            pool,
+            environments,
             settings: RwLock::new(Settings::default()),
             host: RwLock::new(None),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             schedule_ids: tokio::sync::Mutex::new(HashMap::new()),
-            environment: RwLock::new(None),
             catalog_read: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         })
@@ -107,12 +106,23 @@ impl Plugin {
         })
     }
 
-    /// Runs a program under the current settings, with `timeout` or the configured default.
+    /// Runs a program in the environment it is routed to, under the current settings, with
+    /// `timeout` or the configured default. A program that cannot be routed (an unknown name,
+    /// two directives) fails as a run, with the reason; an environment that cannot start is
+    /// unavailable, like a pool without workers.
     pub async fn execute(
         &self,
         program: Program,
         timeout: Option<Duration>,
     ) -> Result<Execution, PoolError> {
+        let environment = match self
+            .environments
+            .route(&program.code, program.env.as_deref())
+        {
+            Ok(environment) => environment,
+            Err(RouteError::Refused(reason)) => return Err(PoolError::WorkerUnavailable(reason)),
+            Err(error) => return Ok(Execution::failed(error.to_string())),
+        };
         let settings = self.settings();
         let spec = RunSpec {
             code: program.code,
@@ -127,7 +137,7 @@ impl Plugin {
             host: self.host_access(),
         };
         let started = Instant::now();
-        let outcome = self.pool.run(spec).await?;
+        let outcome = environment.pool.run(spec).await?;
         Ok(Execution::from_outcome(
             outcome,
             started.elapsed(),

@@ -39,6 +39,7 @@ impl PythonService for PythonApi {
             upstream_json,
             glyph_id: request.glyph_id,
             handler: None,
+            env: None,
         };
         let execution = self.plugin.execute(program, timeout).await?;
         Ok(Response::new(PythonExecuteResponse {

@@ -268,18 +268,11 @@ async fn wait_for_health(
     }
 }
 
-/// Waits until every worker is up (tests that count restarts need a settled pool).
+/// Warms the default environment: its pool starts on first use, so one trivial run brings a
+/// worker up (tests that time a run or count restarts want a settled pool).
 pub async fn wait_ready(plugin: &Plugin) {
-    let all_ready = |details: &std::collections::HashMap<String, String>| {
-        details.get("workers_ready") == details.get("workers_total")
-    };
-    wait_for_health(
-        plugin,
-        "every worker ready",
-        Duration::from_secs(30),
-        all_ready,
-    )
-    .await;
+    let response = execute(&mut plugin.python().await, "None").await;
+    assert!(response.success, "warm-up run failed: {}", response.error);
 }
 
 /// Waits until Health's `key` reads `value` (e.g. until a run occupies a worker).
