@@ -206,7 +206,7 @@ fn environments(cli: &Cli, plugin_name: &str, workers: usize) -> Result<Arc<Envi
             .map_err(|e| format!("cannot find the plugin's own executable: {e}"))?,
         args: vec!["--log-level".to_owned(), cli.log_level.as_str().to_owned()],
         queue_capacity: cli.queue_capacity,
-        interrupt_grace: Duration::from_secs(1),
+        interrupt_grace: crate::config::INTERRUPT_GRACE,
         startup_timeout: Duration::from_secs(60),
         idle_timeout,
     };

@@ -8,7 +8,8 @@ use std::sync::{Arc, PoisonError};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{deadline, handler_jobs, http, jobs, Plugin};
+use super::deadline::CallDeadline;
+use super::{handler_jobs, http, jobs, Plugin};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::environments::EnvironmentStatus;
@@ -259,7 +260,7 @@ impl DomainPluginService for Domain {
         &self,
         request: Request<ExecuteJobRequest>,
     ) -> Result<Response<ExecuteJobResponse>, Status> {
-        let call_deadline = deadline::from_metadata(request.metadata());
+        let call_deadline = CallDeadline::from_metadata(request.metadata());
         Ok(Response::new(
             jobs::execute_job(&self.plugin, request.into_inner(), call_deadline).await,
         ))

@@ -20,8 +20,9 @@ use crate::config::Settings;
 use crate::environments::{Environments, RouteError};
 use crate::host::HostLink;
 use crate::ipc::{HandlerEntry, HostAccess};
-use crate::pool::{PoolError, RunSpec};
-use execution::Execution;
+use crate::pool::{PoolError, RunOutcome, RunSpec};
+use deadline::CallDeadline;
+use execution::{seconds, Execution};
 
 pub struct Plugin {
     pub name: String,
@@ -115,6 +116,18 @@ impl Plugin {
         program: Program,
         timeout: Option<Duration>,
     ) -> Result<Execution, PoolError> {
+        self.execute_within(program, timeout, None).await
+    }
+
+    /// [`Plugin::execute`] for a caller with a gRPC deadline: the run's limit is `timeout` or
+    /// what the deadline leaves it, whichever is less (the deadline alone replaces the default),
+    /// and the caller is answered by the deadline whatever the run is doing (see deadline.rs).
+    pub async fn execute_within(
+        &self,
+        program: Program,
+        timeout: Option<Duration>,
+        deadline: Option<CallDeadline>,
+    ) -> Result<Execution, PoolError> {
         let environment = match self
             .environments
             .route(&program.code, program.env.as_deref())
@@ -124,25 +137,56 @@ impl Plugin {
             Err(error) => return Ok(Execution::failed(error.to_string())),
         };
         let settings = self.settings();
+        let (limit, binding) = match (timeout, deadline.map(|d| (d, d.run_limit()))) {
+            (Some(timeout), Some((deadline, left))) if left < timeout => (left, Some(deadline)),
+            (Some(timeout), _) => (timeout, None),
+            (None, Some((deadline, left))) => (left, Some(deadline)),
+            (None, None) => (settings.timeout, None),
+        };
         let spec = RunSpec {
             code: program.code,
             filename: program.filename,
             upstream_json: program.upstream_json,
             glyph_id: program.glyph_id,
             max_output_bytes: settings.max_output_bytes,
-            timeout: timeout.unwrap_or(settings.timeout),
+            timeout: limit,
             memory_limit_bytes: settings.memory_limit_bytes,
             python_paths: settings.python_paths.clone(),
             handler: program.handler,
             host: self.host_access(),
         };
         let started = Instant::now();
-        let outcome = environment.pool.run(spec).await?;
-        Ok(Execution::from_outcome(
-            outcome,
-            started.elapsed(),
-            settings.max_output_bytes,
-        ))
+        let run = environment.pool.run(spec);
+        let outcome = match deadline {
+            None => run.await?,
+            // Dropping the run cancels it: a queued one never starts, a running one is stopped.
+            Some(deadline) => match tokio::time::timeout_at(deadline.answer_by().into(), run).await
+            {
+                Ok(outcome) => outcome?,
+                Err(_) => {
+                    let mut execution = Execution::failed(format!(
+                        "no answer within the caller's gRPC deadline of {}: the run was still \
+                         waiting for a worker, or had not stopped after its interrupt; it was \
+                         cancelled",
+                        seconds(deadline.within())
+                    ));
+                    execution.duration_ms = started.elapsed().as_millis() as u64;
+                    return Ok(execution);
+                }
+            },
+        };
+        let timed_out = matches!(outcome, RunOutcome::TimedOut { .. });
+        let mut execution =
+            Execution::from_outcome(outcome, started.elapsed(), settings.max_output_bytes);
+        if let (true, Some(deadline), Some(error)) = (timed_out, binding, &mut execution.error) {
+            error.push_str(&format!(
+                " (the limit is the caller's gRPC deadline of {}, less {} to stop the program \
+                 and answer in time)",
+                seconds(deadline.within()),
+                seconds(deadline.margin())
+            ));
+        }
+        Ok(execution)
     }
 }
 
