@@ -8,14 +8,13 @@ pub mod http;
 mod jobs;
 pub mod python;
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, LiveCatalog};
 use crate::config::Settings;
 use crate::environments::{Environments, RouteError};
 use crate::host::HostLink;
@@ -31,11 +30,9 @@ pub struct Plugin {
     pub settings: RwLock<Settings>,
     /// The link to the host's services, from the latest Initialize.
     pub host: RwLock<Option<HostLink>>,
-    pub catalog: RwLock<Arc<Catalog>>,
-    /// Serialises catalog reloads and holds the schedule ids they learned.
-    pub schedule_ids: tokio::sync::Mutex<HashMap<String, String>>,
-    /// Whether a catalog read ever succeeded (until then a failed read fails Initialize).
-    pub catalog_read: std::sync::atomic::AtomicBool,
+    /// The handler catalog in effect; Initialize and reloads change it only through
+    /// `LiveCatalog::refresh`.
+    pub catalog: LiveCatalog,
     pub shutdown: CancellationToken,
 }
 
@@ -63,9 +60,7 @@ impl Plugin {
             environments,
             settings: RwLock::new(Settings::default()),
             host: RwLock::new(None),
-            catalog: RwLock::new(Arc::new(Catalog::default())),
-            schedule_ids: tokio::sync::Mutex::new(HashMap::new()),
-            catalog_read: std::sync::atomic::AtomicBool::new(false),
+            catalog: LiveCatalog::default(),
             shutdown,
         })
     }
@@ -85,11 +80,7 @@ impl Plugin {
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
-        Arc::clone(&self.catalog.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    pub fn set_catalog(&self, catalog: Catalog) {
-        *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(catalog);
+        self.catalog.current()
     }
 
     /// What a worker needs to reach the host for the `qntx` API.
