@@ -264,6 +264,7 @@ async fn serve(cli: &Cli, name: String) -> Result<ExitCode, String> {
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     // Announced before any Python starts: the host waits at most 2 s for this line.
     server::announce_port(bound.port()).map_err(|e| e.to_string())?;
+    server::warn_if_exposed(bound);
 
     let plugin = Plugin::new(
         name.clone(),
