@@ -64,9 +64,6 @@ async fn bio_runs_biopython_dnachisel_and_numpy() {
         .unwrap()
         .into_inner();
     assert_eq!(metadata.name, "bio");
-    // Health reports the variant's packages once a worker has imported them.
-    plugin::wait_for_detail(&plugin, "packages", "3").await;
-    assert_eq!(plugin::health_detail(&plugin, "package_failures").await, "");
     let mut client = plugin.python().await;
     let code = r#"
 from Bio.Seq import Seq
@@ -98,6 +95,17 @@ problem.resolve_constraints()
     );
     assert_eq!(result["optimised_has_site"], json!(false));
     assert_eq!(result["same_protein"], json!(true));
+    // After the environment's first run, its worker imports the variant's packages once and
+    // Health reports them.
+    plugin::wait_for_detail(&plugin, "packages", "3").await;
+    assert_eq!(plugin::health_detail(&plugin, "package_failures").await, "");
+    assert!(
+        plugin::health_detail(&plugin, "env.bio")
+            .await
+            .ends_with("3 packages, all import"),
+        "{}",
+        plugin::health_detail(&plugin, "env.bio").await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -246,6 +254,8 @@ async fn health_names_the_packages_that_do_not_import() {
     let env = venv("bio").display().to_string();
     let file = variant_file("data");
     let plugin = Plugin::start(&["--workers", "1", "--python-env", &env, "--variant", &file]);
+    // The check runs after the environment's first run.
+    plugin::wait_ready(&plugin).await;
     plugin::wait_for_detail(&plugin, "packages", "3").await;
     let failures = plugin::health_detail(&plugin, "package_failures").await;
     for package in ["pandas", "scipy", "matplotlib"] {

@@ -5,6 +5,8 @@
 mod fake_host;
 #[path = "support/plugin.rs"]
 mod plugin;
+#[path = "support/venv.rs"]
+mod venv;
 
 use std::time::{Duration, Instant};
 
@@ -804,5 +806,79 @@ async fn async_entry_functions_run_and_host_errors_read_well() {
         !response.error.contains("qntx.py"),
         "no plugin frames: {}",
         response.error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_runs_in_the_environment_its_directive_names() {
+    let bio = venv::with_marker("bio");
+    let data = venv::with_marker("data");
+    let host = FakeHost::start(TOKEN).await;
+    let in_data = "# py:data\nimport data_marker\n\ndef main():\n    return data_marker.VALUE\n\n@watch('reading')\ndef on_reading(attestation):\n    return [data_marker.VALUE, attestation['subjects'][0]]\n";
+    host.insert_many(vec![
+        saved("in_data", in_data, 1_000),
+        saved(
+            "in_default",
+            "import bio_marker\ndef main():\n    return bio_marker.VALUE",
+            1_000,
+        ),
+        saved("lost", "# py:ml\ndef main():\n    return 1", 1_000),
+    ]);
+    let plugin = Plugin::start(&["--env", &bio.arg("bio"), "--env", &data.arg("data")]);
+    let response = initialize(&plugin, &host).await;
+    assert_eq!(
+        response.handler_names,
+        [
+            "python.script",
+            "python.__reload",
+            "python.in_data",
+            "python.in_data@on_reading",
+            "python.in_default"
+        ]
+    );
+
+    assert_eq!(
+        job_result(&job(&plugin, "python.in_data", b"").await),
+        json!("data")
+    );
+    assert_eq!(
+        job_result(&job(&plugin, "python.in_default", b"").await),
+        json!("bio")
+    );
+    let upstream = serde_json::to_vec(&json!({"subjects": ["pump-12"]})).unwrap();
+    assert_eq!(
+        job_result(&job(&plugin, "python.in_data@on_reading", &upstream).await),
+        json!(["data", "pump-12"])
+    );
+    // The catalog records each handler's environment.
+    let reload = job(&plugin, "python.__reload", b"").await;
+    assert!(reload.success, "{}", reload.error);
+    let result: serde_json::Value = serde_json::from_slice(&reload.result).unwrap();
+    assert_eq!(
+        result["environments"],
+        json!({"in_data": "data", "in_default": "bio"})
+    );
+
+    // An unknown environment faults the handler, recorded in the store, and its jobs fail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        let fault = host.attestations().into_iter().find(|a| {
+            a.subjects == ["lost"] && a.predicates.iter().any(|p| p == "handler:faulted")
+        });
+        if let Some(fault) = fault {
+            break format!("{:?}", fault.attributes);
+        }
+        assert!(Instant::now() < deadline, "no handler:faulted for 'lost'");
+        tokio::task::yield_now().await;
+    };
+    assert!(
+        reason.contains("no Python environment named 'ml'") && reason.contains("bio, data"),
+        "{reason}"
+    );
+    let failed = job(&plugin, "python.lost", b"").await;
+    assert!(
+        !failed.success && failed.error.contains("no Python environment named 'ml'"),
+        "{}",
+        failed.error
     );
 }

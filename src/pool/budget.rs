@@ -3,13 +3,16 @@
 //!
 //! A worker holds one permit for its whole life. An environment that needs a worker while the
 //! budget is spent takes one back from another environment: the longest-idle worker is stopped
-//! at once, and a busy one is given back as soon as its run ends. So an environment nobody uses
-//! costs nothing, and a busy one can use every permit.
+//! at once, and a busy one is given back when its run ends if that evens out the split (see
+//! [`Budget::should_give_back`]). A freed permit goes to the waiting pool that holds the fewest,
+//! so an environment nobody uses costs nothing, a busy one can use every permit, and two busy
+//! ones share the budget instead of trading workers back and forth (each trade costs a worker
+//! start).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// Which pool asks; pools are numbered by the environments that own them.
@@ -17,23 +20,76 @@ pub type PoolId = usize;
 
 pub struct Budget {
     total: usize,
-    permits: Arc<Semaphore>,
     state: Mutex<State>,
     next_ticket: AtomicU64,
 }
 
-#[derive(Default)]
 struct State {
+    free: usize,
     /// Idle workers, longest idle first, each with the token that asks it to stop.
     idle: Vec<IdleEntry>,
-    /// Slots waiting for a permit, per pool.
-    waiting: Vec<(PoolId, usize)>,
+    /// Slots waiting for a permit, oldest first.
+    waiters: Vec<Waiter>,
+    /// Permits held, per pool.
+    held: Vec<usize>,
 }
 
 struct IdleEntry {
     ticket: u64,
     pool: PoolId,
     give_back: CancellationToken,
+}
+
+struct Waiter {
+    ticket: u64,
+    pool: PoolId,
+    granted: oneshot::Sender<()>,
+}
+
+impl State {
+    fn held(&mut self, pool: PoolId) -> &mut usize {
+        if self.held.len() <= pool {
+            self.held.resize(pool + 1, 0);
+        }
+        &mut self.held[pool]
+    }
+
+    /// Gives a freed permit to the waiting pool holding the fewest (the oldest waiter among
+    /// equals), or keeps it free.
+    fn hand_out(&mut self) {
+        loop {
+            let best = (0..self.waiters.len()).min_by_key(|&i| {
+                let pool = self.waiters[i].pool;
+                (self.held.get(pool).copied().unwrap_or(0), i)
+            });
+            let Some(index) = best else {
+                self.free += 1;
+                return;
+            };
+            let waiter = self.waiters.remove(index);
+            // A waiter whose wait was dropped has also left the list; a send can only fail for
+            // one that is being dropped right now, and then the next waiter is tried.
+            if waiter.granted.send(()).is_ok() {
+                *self.held(waiter.pool) += 1;
+                return;
+            }
+        }
+    }
+}
+
+/// A worker's share of the budget; given back when dropped.
+pub struct Permit {
+    budget: Arc<Budget>,
+    pool: PoolId,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut state = self.budget.state();
+        let held = state.held(self.pool);
+        *held = held.saturating_sub(1);
+        state.hand_out();
+    }
 }
 
 /// An idle worker's registration: `give_back` is cancelled when another pool needs its permit.
@@ -53,17 +109,29 @@ impl Drop for IdleTicket<'_> {
     }
 }
 
-/// Counts a slot as waiting for as long as it waits, even if its wait is cancelled.
-struct Waiting<'a> {
+/// A wait for a permit. If it is dropped before it completes, it withdraws, or passes on a
+/// permit granted in the meantime.
+struct Wait<'a> {
     budget: &'a Budget,
+    ticket: u64,
     pool: PoolId,
+    granted: oneshot::Receiver<()>,
+    done: bool,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Wait<'_> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         let mut state = self.budget.state();
-        if let Some(entry) = state.waiting.iter_mut().find(|(p, _)| *p == self.pool) {
-            entry.1 = entry.1.saturating_sub(1);
+        let before = state.waiters.len();
+        state.waiters.retain(|w| w.ticket != self.ticket);
+        // Not in the list any more and a grant is waiting: it was counted for this pool.
+        if state.waiters.len() == before && self.granted.try_recv().is_ok() {
+            let held = state.held(self.pool);
+            *held = held.saturating_sub(1);
+            state.hand_out();
         }
     }
 }
@@ -73,8 +141,12 @@ impl Budget {
         let total = total.max(1);
         Arc::new(Self {
             total,
-            permits: Arc::new(Semaphore::new(total)),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                free: total,
+                idle: Vec::new(),
+                waiters: Vec::new(),
+                held: Vec::new(),
+            }),
             next_ticket: AtomicU64::new(1),
         })
     }
@@ -83,33 +155,49 @@ impl Budget {
         self.total
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A permit for one worker of `pool`. When none is free, the longest-idle worker of another
-    /// pool is asked to stop, and busy ones give theirs back after their run (see
-    /// [`Budget::others_waiting`]). Permits are handed out first come, first served.
-    pub async fn acquire(&self, pool: PoolId) -> OwnedSemaphorePermit {
-        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
-            return permit;
-        }
-        let _waiting = {
+    /// pool is asked to stop, and busy ones may give theirs back after their run (see
+    /// [`Budget::should_give_back`]).
+    pub async fn acquire(self: &Arc<Self>, pool: PoolId) -> Permit {
+        let mut wait = {
             let mut state = self.state();
-            match state.waiting.iter_mut().find(|(p, _)| *p == pool) {
-                Some(entry) => entry.1 += 1,
-                None => state.waiting.push((pool, 1)),
+            if state.free > 0 {
+                state.free -= 1;
+                *state.held(pool) += 1;
+                return Permit {
+                    budget: Arc::clone(self),
+                    pool,
+                };
             }
+            let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+            let (granted, receiver) = oneshot::channel();
+            state.waiters.push(Waiter {
+                ticket,
+                pool,
+                granted,
+            });
             if let Some(index) = state.idle.iter().position(|entry| entry.pool != pool) {
                 state.idle.remove(index).give_back.cancel();
             }
-            Waiting { budget: self, pool }
-        };
-        loop {
-            // The semaphore is never closed, so this only fails in theory; wait again then.
-            if let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await {
-                return permit;
+            Wait {
+                budget: self,
+                ticket,
+                pool,
+                granted: receiver,
+                done: false,
             }
+        };
+        // The sender lives in the list until it grants, so this only ends with a grant; a
+        // closed channel would mean the budget itself is gone.
+        let _ = (&mut wait.granted).await;
+        wait.done = true;
+        Permit {
+            budget: Arc::clone(self),
+            pool,
         }
     }
 
@@ -119,7 +207,7 @@ impl Budget {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let give_back = CancellationToken::new();
         let mut state = self.state();
-        if others_waiting(&state, pool) {
+        if state.waiters.iter().any(|w| w.pool != pool) {
             give_back.cancel();
         } else {
             state.idle.push(IdleEntry {
@@ -135,26 +223,50 @@ impl Budget {
         }
     }
 
-    /// Whether a slot of another pool waits for a permit: then a worker that just finished a run
-    /// gives its permit back instead of taking its own pool's next run.
-    pub fn others_waiting(&self, pool: PoolId) -> bool {
-        others_waiting(&self.state(), pool)
+    /// Whether a worker of `pool` that just finished a run should give its permit to a waiting
+    /// pool instead of taking its own pool's next run: when a waiting pool has no worker at
+    /// all, or at least two fewer than `pool`. Between those the split is left alone, so busy
+    /// pools settle on an even share instead of trading workers after every run.
+    pub fn should_give_back(&self, pool: PoolId) -> bool {
+        let mut state = self.state();
+        let held = *state.held(pool);
+        let waiting: Vec<PoolId> = state
+            .waiters
+            .iter()
+            .map(|w| w.pool)
+            .filter(|&p| p != pool)
+            .collect();
+        waiting.into_iter().any(|other| {
+            let other_held = *state.held(other);
+            other_held == 0 || other_held + 1 < held
+        })
     }
 
     /// Permits not held by any worker.
     pub fn available(&self) -> usize {
-        self.permits.available_permits()
+        self.state().free
     }
-}
-
-fn others_waiting(state: &State, pool: PoolId) -> bool {
-    state.waiting.iter().any(|&(p, n)| p != pool && n > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn waiting(budget: &Budget, pool: PoolId) -> usize {
+        budget
+            .state()
+            .waiters
+            .iter()
+            .filter(|w| w.pool == pool)
+            .count()
+    }
+
+    async fn until_waiting(budget: &Budget, pool: PoolId) {
+        while waiting(budget, pool) == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
 
     #[tokio::test]
     async fn a_waiting_pool_takes_back_an_idle_worker_of_another() {
@@ -169,18 +281,19 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), ticket.give_back.cancelled())
             .await
             .expect("the idle worker is asked to stop");
-        assert!(budget.others_waiting(0));
-        assert!(!budget.others_waiting(1));
+        assert!(budget.should_give_back(0), "pool 1 has no worker");
+        assert!(!budget.should_give_back(1));
         drop(ticket);
         drop(held);
         let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("the waiter gets the permit")
             .unwrap();
-        assert!(!budget.others_waiting(0), "no one waits any more");
+        assert_eq!(waiting(&budget, 1), 0, "no one waits any more");
         assert_eq!(budget.available(), 0);
         drop(permit);
         assert_eq!(budget.available(), 1);
+        assert_eq!(*budget.state().held(1), 0);
     }
 
     #[tokio::test]
@@ -192,14 +305,11 @@ mod tests {
             let budget = Arc::clone(&budget);
             tokio::spawn(async move { budget.acquire(0).await })
         };
-        // The waiter registers before it blocks; wait until it has.
-        while !budget.state().waiting.iter().any(|&(_, n)| n > 0) {
-            tokio::task::yield_now().await;
-        }
+        until_waiting(&budget, 0).await;
         assert!(!ticket.give_back.is_cancelled());
         waiter.abort();
         let _ = waiter.await;
-        assert!(budget.state().waiting.iter().all(|&(_, n)| n == 0));
+        assert_eq!(waiting(&budget, 0), 0, "a cancelled wait is withdrawn");
     }
 
     #[tokio::test]
@@ -210,12 +320,86 @@ mod tests {
             let budget = Arc::clone(&budget);
             tokio::spawn(async move { budget.acquire(1).await })
         };
-        while !budget.others_waiting(0) {
-            tokio::task::yield_now().await;
-        }
+        until_waiting(&budget, 1).await;
         let ticket = budget.idle(0);
         assert!(ticket.give_back.is_cancelled());
         drop(held);
         let _permit = waiter.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn busy_pools_settle_on_an_even_split() {
+        let budget = Budget::new(3);
+        let a1 = budget.acquire(0).await;
+        let a2 = budget.acquire(0).await;
+        let _b1 = budget.acquire(1).await;
+        let waiter = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.acquire(1).await })
+        };
+        until_waiting(&budget, 1).await;
+        // 2 against 1: moving one would only swap the imbalance.
+        assert!(!budget.should_give_back(0));
+        drop(a2);
+        let _b2 = waiter.await.unwrap();
+        // 1 against 2, and pool 0 waits: still left alone.
+        let waiter = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.acquire(0).await })
+        };
+        until_waiting(&budget, 0).await;
+        assert!(!budget.should_give_back(1));
+        drop(a1);
+        let _a = waiter.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_freed_permit_goes_to_the_pool_holding_fewest() {
+        let budget = Budget::new(2);
+        let a1 = budget.acquire(0).await;
+        let _a2 = budget.acquire(0).await;
+        let first = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.acquire(0).await })
+        };
+        until_waiting(&budget, 0).await;
+        let second = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.acquire(1).await })
+        };
+        until_waiting(&budget, 1).await;
+        drop(a1);
+        let _b = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("pool 1, holding none, is served first")
+            .unwrap();
+        assert_eq!(waiting(&budget, 0), 1, "pool 0 still waits");
+        first.abort();
+        let _ = first.await;
+        assert_eq!(waiting(&budget, 0), 0);
+    }
+
+    #[tokio::test]
+    async fn a_permit_granted_to_a_dropped_wait_is_passed_on() {
+        let budget = Budget::new(1);
+        let held = budget.acquire(0).await;
+        let mut dropped = Box::pin(budget.acquire(1));
+        // Register the wait, then grant it without polling it again, then drop it.
+        assert!(futures_poll_once(dropped.as_mut()).await.is_none());
+        drop(held);
+        drop(dropped);
+        assert_eq!(budget.available(), 1, "the grant came back");
+        assert_eq!(*budget.state().held(1), 0);
+    }
+
+    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
+        let mut future = future;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(out) => Some(out),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

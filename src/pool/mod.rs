@@ -263,6 +263,56 @@ impl Pool {
         }
     }
 
+    /// Imports the environment's declared packages once, in the background, so Health can
+    /// report them without a worker started just for that at start-up (an environment nobody
+    /// uses costs nothing); called after the environment's first run. The check is an ordinary
+    /// job of this pool, and leaves the packages imported in the worker that ran it.
+    pub fn check_packages_once(self: &Arc<Self>) {
+        let modules = self.declared_modules().to_vec();
+        if modules.is_empty() {
+            return;
+        }
+        {
+            let mut packages = self
+                .shared
+                .stats
+                .packages
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if packages.is_some() {
+                return;
+            }
+            // Claimed with an empty report, so only one check runs.
+            *packages = Some(Vec::new());
+        }
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let report = pool
+                .check_modules(modules.clone())
+                .await
+                .unwrap_or_else(|error| {
+                    let error = error.to_string();
+                    modules
+                        .into_iter()
+                        .map(|module| ModuleCheck {
+                            module,
+                            version: None,
+                            error: Some(error.clone()),
+                        })
+                        .collect()
+                });
+            for failure in report.iter().filter(|m| m.error.is_some()) {
+                tracing::warn!(module = %failure.module, error = ?failure.error, "package does not import");
+            }
+            *pool
+                .shared
+                .stats
+                .packages
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some(report);
+        });
+    }
+
     pub async fn check_modules(&self, modules: Vec<String>) -> Result<Vec<ModuleCheck>, PoolError> {
         match self.submit(Work::CheckModules(modules)).await? {
             WorkResult::Modules(report) => Ok(report),

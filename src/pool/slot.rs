@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
-
+use super::budget::Permit;
 use super::process::WorkerProcess;
 use super::{Job, PoolError, RunOutcome, RunSpec, Shared, Work, WorkResult};
 use crate::ipc::{CapturedStream, FromWorker, RunRequest, ToWorker};
@@ -20,7 +19,7 @@ pub(super) struct Slot {
     shared: Arc<Shared>,
     worker: Option<WorkerProcess>,
     /// Held for as long as `worker` lives.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Permit>,
 }
 
 /// Why the supervisor interrupted a run.
@@ -84,10 +83,9 @@ impl Slot {
             shared.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
             shared.stats.runs_completed.fetch_add(1, Ordering::Relaxed);
             let _ = job.reply.send(result);
-            self.check_packages_once().await;
-            // Another environment is waiting for a permit: hand this one over rather than take
+            // Another environment is short of workers: hand this permit over rather than take
             // this pool's next run (which then waits its turn for a permit like everyone else).
-            if self.worker.is_some() && shared.budget.others_waiting(shared.id) {
+            if self.worker.is_some() && shared.budget.should_give_back(shared.id) {
                 self.release_worker();
                 if self.leave() {
                     return;
@@ -179,48 +177,6 @@ impl Slot {
                 false
             }
         }
-    }
-
-    /// Imports the environment's declared packages once, after its first run, so Health can
-    /// report them without starting a worker just for that (and later runs find them warm).
-    async fn check_packages_once(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        if shared.config.check_modules.is_empty() || self.worker.is_none() {
-            return;
-        }
-        {
-            let mut packages = shared
-                .stats
-                .packages
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if packages.is_some() {
-                return;
-            }
-            // Claimed with an empty report, so no other slot checks too.
-            *packages = Some(Vec::new());
-        }
-        let report = self
-            .check_modules(shared.config.check_modules.clone())
-            .await
-            .unwrap_or_else(|error| {
-                let error = error.to_string();
-                shared
-                    .config
-                    .check_modules
-                    .iter()
-                    .map(|module| crate::ipc::ModuleCheck {
-                        module: module.clone(),
-                        version: None,
-                        error: Some(error.clone()),
-                    })
-                    .collect()
-            });
-        *shared
-            .stats
-            .packages
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
     }
 
     /// Stops the worker (if any) and frees its permit, without counting it as a restart.

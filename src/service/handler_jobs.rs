@@ -138,6 +138,11 @@ pub async fn reload(plugin: &Plugin) -> ExecuteJobResponse {
                 "faulted": catalog.faulted.keys().collect::<Vec<_>>(),
                 "schedules": schedules.unwrap_or_default(),
                 "superseded": !applied,
+                "environments": catalog
+                    .handlers
+                    .iter()
+                    .map(|(key, handler)| (key.clone(), handler.environment.clone()))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             });
             let mut summary = format!(
                 "reloaded {} handlers ({} faulted)",

@@ -166,6 +166,7 @@ impl Plugin {
                 }
             },
         };
+        environment.pool.check_packages_once();
         let timed_out = matches!(outcome, RunOutcome::TimedOut { .. });
         let mut execution =
             Execution::from_outcome(outcome, started.elapsed(), settings.max_output_bytes);

@@ -6,6 +6,8 @@
 //! Every phase is bounded in calls or time; loopback only. Exits non-zero only when a call
 //! fails unexpectedly or the plugin cannot be started, never because a target is missed.
 
+mod environments;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +57,13 @@ struct Args {
     /// Machine-readable output (one JSON object) instead of the table.
     #[arg(long)]
     json: bool,
+    /// Python (of the minor version the plugin embeds) that makes the two small venvs of the
+    /// environments phase. Default: $PYO3_PYTHON, else python3.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Skip the environments phase (routing cost, cold start, budget sharing).
+    #[arg(long)]
+    no_environments: bool,
 }
 
 /// A launched plugin: its own copy of the binary in a temporary directory, as the host installs it.
@@ -67,7 +76,7 @@ struct Launched {
 }
 
 impl Launched {
-    fn start(binary: &Path, workers: usize) -> Result<Self, Error> {
+    fn start(binary: &Path, workers: usize, extra: &[String]) -> Result<Self, Error> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("qntx-python-plugin");
         if std::fs::hard_link(binary, &path).is_err() {
@@ -78,6 +87,7 @@ impl Launched {
         command
             .args(["--port", "0", "--log-level", "warn", "--workers"])
             .arg(workers.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -146,6 +156,13 @@ async fn connect(address: &str) -> Result<Channel, Error> {
     }
 }
 
+/// Loopback address of a launched plugin.
+impl Launched {
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
 /// One Execute; an error unless the program ran and succeeded.
 async fn execute(client: &mut Python, code: &str, timeout: Option<Duration>) -> Result<(), Error> {
     let mut request = tonic::Request::new(PythonExecuteRequest {
@@ -174,17 +191,29 @@ fn detail(health: &HealthResponse, key: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Waits until every worker is up and none is busy (after launch, after the busy phase).
-async fn settle(client: &mut Domain) -> Result<usize, Error> {
+/// Waits until nothing runs or waits, then brings every worker of the default environment up
+/// (workers start on first use): `total` concurrent runs until Health counts them all.
+async fn settle(address: &str, client: &mut Domain) -> Result<usize, Error> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let h = health(client).await?;
         let total = detail(&h, "workers_total");
-        if total > 0 && detail(&h, "workers_ready") == total && detail(&h, "workers_busy") == 0 {
+        let idle = detail(&h, "workers_busy") == 0 && detail(&h, "queue_depth") == 0;
+        if total > 0 && idle && detail(&h, "workers_ready") >= total {
             return Ok(total);
         }
         if Instant::now() > deadline {
             return Err(format!("workers never settled: {:?}", h.details).into());
+        }
+        if idle {
+            let mut runs = tokio::task::JoinSet::new();
+            for _ in 0..total {
+                let mut python = Python::new(connect(address).await?);
+                runs.spawn(async move { execute(&mut python, TRIVIAL, None).await });
+            }
+            while let Some(joined) = runs.join_next().await {
+                joined??;
+            }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -231,16 +260,25 @@ where
 }
 
 /// CPU-bound runs from `clients` clients (one connection each) for `duration`: calls/s.
-async fn throughput(address: &str, clients: usize, duration: Duration) -> Result<f64, Error> {
+/// Client `i`'s `k`-th call runs `codes[(i + k * clients) % codes.len()]`: with one code every
+/// call is the same; with two and an even number of clients, each client keeps to one, and a
+/// single client alternates.
+async fn throughput(
+    address: &str,
+    clients: usize,
+    duration: Duration,
+    codes: &'static [&'static str],
+) -> Result<f64, Error> {
     let mut tasks = tokio::task::JoinSet::new();
     let began = Instant::now();
     let end = began + duration;
-    for _ in 0..clients {
+    for i in 0..clients {
         let mut client = Python::new(connect(address).await?);
         tasks.spawn(async move {
             let mut done = 0u64;
             while Instant::now() < end {
-                execute(&mut client, CPU_BOUND, Some(Duration::from_secs(30))).await?;
+                let code = codes[(i + done as usize * clients) % codes.len()];
+                execute(&mut client, code, Some(Duration::from_secs(30))).await?;
                 done += 1;
             }
             Ok::<u64, Error>(done)
@@ -289,7 +327,7 @@ async fn health_while_busy(
             return Err("a `while True: pass` run ended successfully".into());
         }
     }
-    settle(&mut domain).await?;
+    settle(address, &mut domain).await?;
     let n = samples.len();
     let (p50, p99) = percentiles(samples);
     Ok((p50, p99, n, all_busy as f64 / n.max(1) as f64))
@@ -299,8 +337,8 @@ async fn health_while_busy(
 async fn startup(binary: &Path, workers: usize, launches: usize) -> Result<(f64, f64), Error> {
     let (mut port_lines, mut first_runs) = (Vec::new(), Vec::new());
     for _ in 0..launches.max(1) {
-        let plugin = Launched::start(binary, workers)?;
-        let mut python = Python::new(connect(&format!("127.0.0.1:{}", plugin.port)).await?);
+        let plugin = Launched::start(binary, workers, &[])?;
+        let mut python = Python::new(connect(&plugin.address()).await?);
         execute(&mut python, TRIVIAL, Some(Duration::from_secs(60))).await?;
         first_runs.push(plugin.started.elapsed().as_secs_f64() * 1e3);
         port_lines.push(plugin.port_line.as_secs_f64() * 1e3);
@@ -409,17 +447,17 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     let binary = &args.spawn;
     let launched = match &args.address {
         Some(_) => None,
-        None => Some(Launched::start(binary, args.workers)?),
+        None => Some(Launched::start(binary, args.workers, &[])?),
     };
     let address = match (&args.address, &launched) {
         (Some(address), _) => address.clone(),
-        (None, Some(plugin)) => format!("127.0.0.1:{}", plugin.port),
+        (None, Some(plugin)) => plugin.address(),
         (None, None) => return Err("nothing to measure".into()),
     };
     let channel = connect(&address).await?;
     let mut domain = Domain::new(channel.clone());
     let python = Python::new(channel);
-    let workers = settle(&mut domain).await?;
+    let workers = settle(&address, &mut domain).await?;
     eprintln!(
         "loadgen: {address}, {workers} workers; Metadata and Execute {TRIVIAL:?}, {} calls each",
         args.calls
@@ -458,8 +496,8 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
 
     let duration = Duration::from_secs_f64(args.duration);
     eprintln!("loadgen: {CPU_BOUND:?} with 1 client, then 4, {duration:?} each");
-    let one = throughput(&address, 1, duration).await?;
-    let four = throughput(&address, 4, duration).await?;
+    let one = throughput(&address, 1, duration, &[CPU_BOUND]).await?;
+    let four = throughput(&address, 4, duration, &[CPU_BOUND]).await?;
 
     eprintln!("loadgen: Health while {workers} workers spin");
     let busy = Duration::from_secs_f64(args.busy_secs);
@@ -540,6 +578,9 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
             format!("idle worker {i} resident"),
         );
         rows.push(row(key, label, *rss).target("< 30 MiB", |v| v < 30.0));
+    }
+    if spawned && !args.no_environments {
+        rows.extend(environments::measure(args).await?);
     }
     Ok(rows)
 }
