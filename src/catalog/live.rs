@@ -10,14 +10,16 @@
 //! slow reload's read (the host allows Initialize 10 s).
 //!
 //! A reload then brings the host's schedules from the catalog it replaced to the new one.
-//! Those calls can be slow, so they run after the lock is released but under a second lock
-//! taken before it is: reconciliations happen one at a time and in the order their catalogs
-//! were applied (tokio's mutex is fair), while Initialize, which leaves schedules to the host,
-//! never waits for them.
+//! Those calls can be slow, so they run after the lock is released, each waiting for the
+//! previous reload's to finish (a chain handed on under the lock): reconciliations happen one
+//! at a time and in the order their catalogs were applied, while Initialize, which leaves
+//! schedules to the host, never waits for them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use tokio::sync::oneshot;
 
 use serde_json::json;
 
@@ -52,11 +54,19 @@ pub struct LiveCatalog {
     current: RwLock<Arc<Catalog>>,
     /// Tickets handed to reads, in the order they start.
     tickets: AtomicU64,
-    /// The ticket of the read in effect (0: none yet). The lock every swap happens under.
-    applied: tokio::sync::Mutex<u64>,
-    /// Schedule ids learned by reconciliations; also orders them.
-    schedule_ids: Arc<tokio::sync::Mutex<HashMap<String, String>>>,
+    /// The lock every swap happens under (never held across an await).
+    applied: Mutex<Applied>,
+    /// Schedule ids learned by reconciliations (one at a time, see the module doc).
+    schedule_ids: tokio::sync::Mutex<HashMap<String, String>>,
     read_once: AtomicBool,
+}
+
+#[derive(Default)]
+struct Applied {
+    /// The ticket of the read in effect (0: none yet).
+    ticket: u64,
+    /// Closed when the last applied reload has reconciled its schedules.
+    reconciled: Option<oneshot::Receiver<()>>,
 }
 
 impl LiveCatalog {
@@ -84,37 +94,44 @@ impl LiveCatalog {
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
         let discovered = Catalog::discover(plugin, link, environments).await?;
 
-        let mut applied = self.applied.lock().await;
-        if *applied > ticket {
-            tracing::debug!(
-                ticket,
-                newer = *applied,
-                "a catalog read finished after a later one; discarded"
-            );
-            return Ok(Refreshed {
-                catalog: self.current(),
-                applied: false,
-                schedules: None,
-            });
-        }
         let catalog = Arc::new(discovered.catalog);
-        let replaced = std::mem::replace(
-            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
-            Arc::clone(&catalog),
-        );
-        *applied = ticket;
-        self.read_once.store(true, Ordering::Release);
-        record_faults(link.clone(), plugin.to_owned(), discovered.new_faults);
-        if purpose == Purpose::Initialize {
-            return Ok(Refreshed {
-                catalog,
-                applied: true,
-                schedules: None,
-            });
+        let (replaced, previous, _done) = {
+            let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+            if applied.ticket > ticket {
+                tracing::debug!(
+                    ticket,
+                    newer = applied.ticket,
+                    "a catalog read finished after a later one; discarded"
+                );
+                return Ok(Refreshed {
+                    catalog: self.current(),
+                    applied: false,
+                    schedules: None,
+                });
+            }
+            let replaced = std::mem::replace(
+                &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+                Arc::clone(&catalog),
+            );
+            applied.ticket = ticket;
+            self.read_once.store(true, Ordering::Release);
+            record_faults(link.clone(), plugin.to_owned(), discovered.new_faults);
+            if purpose == Purpose::Initialize {
+                return Ok(Refreshed {
+                    catalog,
+                    applied: true,
+                    schedules: None,
+                });
+            }
+            // Take the previous reload's place in the chain; `_done` closes ours when this
+            // reload ends, however it ends.
+            let (done, reconciled) = oneshot::channel::<()>();
+            (replaced, applied.reconciled.replace(reconciled), done)
+        };
+        if let Some(previous) = previous {
+            let _ = previous.await; // closed, not sent: only the order matters
         }
-        // Queue for the schedules before letting the next swap happen (see the module doc).
-        let mut ids = Arc::clone(&self.schedule_ids).lock_owned().await;
-        drop(applied);
+        let mut ids = self.schedule_ids.lock().await;
         let changes = schedules::reconcile(
             link,
             plugin,
