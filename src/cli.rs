@@ -57,6 +57,10 @@ pub struct Cli {
     /// Seconds a worker may sit idle before it stops and frees its share of --workers.
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     worker_idle_timeout: f64,
+    /// Also serve the HTTP routes over plain HTTP at HOST:PORT (e.g. 127.0.0.1:8765), with a
+    /// page at / that hosts the glyph without a QNTX host.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// Import every package of each environment's variant, print name and version, exit
     /// non-zero on failure.
     #[arg(long)]
@@ -280,6 +284,16 @@ async fn serve(cli: &Cli, name: String) -> Result<ExitCode, String> {
         version = identity::VERSION,
         "serving"
     );
+    if let Some(address) = &cli.http {
+        let (host, port) = split_address(address, 8765)?;
+        let listener = server::bind(&host, port).await.map_err(|e| e.to_string())?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(http = %bound, "serving the HTTP routes and the glyph page at http://{bound}/");
+        tokio::spawn(crate::service::http::standalone::serve(
+            listener,
+            Arc::clone(&plugin),
+        ));
+    }
     server::serve(listener, plugin)
         .await
         .map_err(|e| e.to_string())?;

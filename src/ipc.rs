@@ -122,7 +122,8 @@ pub struct RunOutput {
     pub status: RunStatus,
     pub stdout: CapturedStream,
     pub stderr: CapturedStream,
-    /// JSON text of the run's result value (`null` when there is none).
+    /// JSON text of the run's answer: `{"value": <result value or null>}`, plus `figures` and
+    /// `table` when the run has them (see qntx_rich.py and `execution::Answer`).
     pub result_json: String,
     pub error: Option<String>,
     /// Threads and processes the program started that outlived it. The supervisor replaces

@@ -2,21 +2,35 @@
 //! at once, whichever environments they serve.
 //!
 //! A worker holds one permit for its whole life. An environment that needs a worker while the
-//! budget is spent takes one back from another environment: the longest-idle worker is stopped
-//! at once, and a busy one is given back when its run ends if that evens out the split (see
-//! [`Budget::should_give_back`]). A freed permit goes to the waiting pool that holds the fewest,
-//! so an environment nobody uses costs nothing, a busy one can use every permit, and two busy
-//! ones share the budget instead of trading workers back and forth (each trade costs a worker
-//! start).
+//! budget is spent takes one from another environment when that evens out the split (it has
+//! none, or two fewer: [`takes_from`]): an idle worker is stopped at once, a busy one after its
+//! run. A worker that has idled for [`IDLE_GRACE`] gives way to any waiting environment, since
+//! its own has stopped asking. A freed permit goes to the waiting pool that holds the fewest.
+//! So an environment nobody uses costs nothing, a busy one can use every permit, and busy ones
+//! settle on an even share instead of trading workers back and forth (each trade costs a
+//! worker start; a worker is idle for a moment between the runs of a busy client).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// Which pool asks; pools are numbered by the environments that own them.
 pub type PoolId = usize;
+
+/// How long a worker idles before any waiting environment may have its permit. Far longer
+/// than the gap between back-to-back runs of one client, far shorter than a worker start.
+pub const IDLE_GRACE: Duration = Duration::from_millis(50);
+
+/// Whether a pool holding `taker` permits may take one from a pool holding `giver`: when it
+/// has none, or when moving one leaves the giver at least as many as the taker.
+fn takes_from(taker: usize, giver: usize) -> bool {
+    taker == 0 || taker + 1 < giver
+}
 
 pub struct Budget {
     total: usize,
@@ -37,6 +51,7 @@ struct State {
 struct IdleEntry {
     ticket: u64,
     pool: PoolId,
+    since: Instant,
     give_back: CancellationToken,
 }
 
@@ -47,6 +62,14 @@ struct Waiter {
 }
 
 impl State {
+    /// Whether a pool waiting for a permit may take one of `pool`'s.
+    fn taker_waits(&mut self, pool: PoolId) -> bool {
+        let giver = *self.held(pool);
+        self.waiters.iter().any(|w| {
+            w.pool != pool && takes_from(self.held.get(w.pool).copied().unwrap_or(0), giver)
+        })
+    }
+
     fn held(&mut self, pool: PoolId) -> &mut usize {
         if self.held.len() <= pool {
             self.held.resize(pool + 1, 0);
@@ -180,7 +203,14 @@ impl Budget {
                 pool,
                 granted,
             });
-            if let Some(index) = state.idle.iter().position(|entry| entry.pool != pool) {
+            let taker = *state.held(pool);
+            let held = state.held.clone();
+            let giving = state.idle.iter().position(|entry| {
+                entry.pool != pool
+                    && (entry.since.elapsed() >= IDLE_GRACE
+                        || takes_from(taker, held.get(entry.pool).copied().unwrap_or(0)))
+            });
+            if let Some(index) = giving {
                 state.idle.remove(index).give_back.cancel();
             }
             Wait {
@@ -201,18 +231,20 @@ impl Budget {
         }
     }
 
-    /// Registers an idle worker of `pool`. If another pool is already waiting, the ticket's
-    /// token is cancelled at once: the worker should give its permit back rather than idle.
+    /// Registers an idle worker of `pool`. If a waiting pool may take its permit
+    /// ([`takes_from`]), the ticket's token is cancelled at once: the worker should give its
+    /// permit back rather than idle. Later waiters cancel it through [`Budget::acquire`].
     pub fn idle(&self, pool: PoolId) -> IdleTicket<'_> {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let give_back = CancellationToken::new();
         let mut state = self.state();
-        if state.waiters.iter().any(|w| w.pool != pool) {
+        if state.taker_waits(pool) {
             give_back.cancel();
         } else {
             state.idle.push(IdleEntry {
                 ticket,
                 pool,
+                since: Instant::now(),
                 give_back: give_back.clone(),
             });
         }
@@ -224,22 +256,15 @@ impl Budget {
     }
 
     /// Whether a worker of `pool` that just finished a run should give its permit to a waiting
-    /// pool instead of taking its own pool's next run: when a waiting pool has no worker at
-    /// all, or at least two fewer than `pool`. Between those the split is left alone, so busy
-    /// pools settle on an even share instead of trading workers after every run.
+    /// pool ([`takes_from`]) instead of taking its own pool's next run.
     pub fn should_give_back(&self, pool: PoolId) -> bool {
-        let mut state = self.state();
-        let held = *state.held(pool);
-        let waiting: Vec<PoolId> = state
-            .waiters
-            .iter()
-            .map(|w| w.pool)
-            .filter(|&p| p != pool)
-            .collect();
-        waiting.into_iter().any(|other| {
-            let other_held = *state.held(other);
-            other_held == 0 || other_held + 1 < held
-        })
+        self.state().taker_waits(pool)
+    }
+
+    /// Whether any other pool waits for a permit (an idle worker past [`IDLE_GRACE`] yields
+    /// to it).
+    pub fn others_waiting(&self, pool: PoolId) -> bool {
+        self.state().waiters.iter().any(|w| w.pool != pool)
     }
 
     /// Permits not held by any worker.
@@ -401,5 +426,36 @@ mod tests {
             })
         })
         .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_evenly_held_idle_worker_gives_way_after_the_grace() {
+        let budget = Budget::new(2);
+        let _a = budget.acquire(0).await;
+        let _b = budget.acquire(1).await;
+        let ticket = budget.idle(0);
+        let first = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.acquire(1).await })
+        };
+        until_waiting(&budget, 1).await;
+        assert!(
+            !ticket.give_back.is_cancelled(),
+            "1 against 1: a moment of idleness between runs is not given away"
+        );
+        assert!(budget.others_waiting(0));
+        first.abort();
+        let _ = first.await;
+        tokio::time::advance(IDLE_GRACE).await;
+        let second = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.acquire(1).await })
+        };
+        until_waiting(&budget, 1).await;
+        assert!(
+            ticket.give_back.is_cancelled(),
+            "idle past the grace: taken"
+        );
+        second.abort();
     }
 }

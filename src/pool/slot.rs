@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::budget::Permit;
+use super::budget::{Permit, IDLE_GRACE};
 use super::process::WorkerProcess;
 use super::{Job, PoolError, RunOutcome, RunSpec, Shared, Work, WorkResult};
 use crate::ipc::{CapturedStream, FromWorker, RunRequest, ToWorker};
@@ -83,8 +83,8 @@ impl Slot {
             shared.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
             shared.stats.runs_completed.fetch_add(1, Ordering::Relaxed);
             let _ = job.reply.send(result);
-            // Another environment is short of workers: hand this permit over rather than take
-            // this pool's next run (which then waits its turn for a permit like everyone else).
+            // Another environment has fewer workers: hand this permit over rather than take this
+            // pool's next run (which then waits its turn for a permit like everyone else).
             if self.worker.is_some() && shared.budget.should_give_back(shared.id) {
                 self.release_worker();
                 if self.leave() {
@@ -96,21 +96,34 @@ impl Slot {
         shared.slots.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Waits for a run while idle; gives the worker back after `idle_timeout` or when another
-    /// environment needs its permit.
+    /// Waits for a run while idle; gives the worker back after `idle_timeout`, when another
+    /// environment may take its permit, or, once idle for [`IDLE_GRACE`], when any other
+    /// environment waits for one.
     async fn wait_idle(&mut self) -> Wake {
         let shared = Arc::clone(&self.shared);
         shared.idle.fetch_add(1, Ordering::SeqCst);
         let ticket = shared.budget.idle(shared.id);
-        let wake = tokio::select! {
-            biased;
-            () = shared.shutdown.cancelled() => Wake::Stop,
-            job = shared.jobs.recv() => match job {
-                Ok(job) => Wake::Job(job),
-                Err(_) => Wake::Stop,
-            },
-            () = ticket.give_back.cancelled() => Wake::GiveBack,
-            () = tokio::time::sleep(shared.config.idle_timeout) => Wake::GiveBack,
+        let idle_over = tokio::time::sleep(shared.config.idle_timeout);
+        let grace = tokio::time::sleep(IDLE_GRACE);
+        tokio::pin!(idle_over, grace);
+        let mut in_grace = true;
+        let wake = loop {
+            tokio::select! {
+                biased;
+                () = shared.shutdown.cancelled() => break Wake::Stop,
+                job = shared.jobs.recv() => break match job {
+                    Ok(job) => Wake::Job(job),
+                    Err(_) => Wake::Stop,
+                },
+                () = ticket.give_back.cancelled() => break Wake::GiveBack,
+                () = &mut idle_over => break Wake::GiveBack,
+                () = &mut grace, if in_grace => {
+                    in_grace = false;
+                    if shared.budget.others_waiting(shared.id) {
+                        break Wake::GiveBack;
+                    }
+                }
+            }
         };
         drop(ticket);
         shared.idle.fetch_sub(1, Ordering::SeqCst);

@@ -253,7 +253,10 @@ impl DomainPluginService for Domain {
         &self,
         _: Request<Empty>,
     ) -> Result<Response<GlyphDefResponse>, Status> {
-        Ok(Response::new(GlyphDefResponse { glyphs: Vec::new() }))
+        // Exactly one def: the host shows only a plugin's first (see http::glyph).
+        Ok(Response::new(GlyphDefResponse {
+            glyphs: vec![http::glyph_definition(&self.plugin)],
+        }))
     }
 
     async fn execute_job(

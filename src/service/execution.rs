@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ipc::{CapturedStream, RunStatus};
@@ -17,6 +17,23 @@ pub struct Execution {
     pub result: Value,
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// Matplotlib figures the run left open, as PNG (only when there are some).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Value>,
+    /// A table view of a DataFrame, Series or numpy array result (only for those).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<Value>,
+}
+
+/// What a worker answers for a finished run (qntx_rich.py builds it): the value, and what a
+/// person would rather look at than read.
+#[derive(Debug, Default, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    value: Value,
+    #[serde(default)]
+    figures: Vec<Value>,
+    table: Option<Value>,
 }
 
 /// The visible marker appended to a stream that went over its limit.
@@ -50,11 +67,9 @@ impl Execution {
         match outcome {
             RunOutcome::Finished(output) => {
                 let success = output.status == RunStatus::Ok;
-                let result = if success {
-                    serde_json::from_str(&output.result_json).unwrap_or(Value::Null)
-                } else {
-                    Value::Null
-                };
+                // A run the worker could not finish answers plain `null`: no value, nothing more.
+                let answer: Answer = serde_json::from_str(&output.result_json).unwrap_or_default();
+                let result = if success { answer.value } else { Value::Null };
                 let error = match output.status {
                     RunStatus::Ok => None,
                     RunStatus::Interrupted => Some(format!(
@@ -79,6 +94,8 @@ impl Execution {
                     result,
                     error,
                     duration_ms,
+                    figures: answer.figures,
+                    table: answer.table,
                 }
             }
             RunOutcome::TimedOut {
@@ -99,6 +116,8 @@ impl Execution {
                     result: Value::Null,
                     error: Some(format!("timed out after {}: {how}", seconds(after))),
                     duration_ms,
+                    figures: Vec::new(),
+                    table: None,
                 }
             }
             RunOutcome::WorkerDied { cause } => Self {
@@ -110,6 +129,8 @@ impl Execution {
                     "the run crashed its worker: {cause}; the worker was replaced"
                 )),
                 duration_ms,
+                figures: Vec::new(),
+                table: None,
             },
         }
     }
@@ -123,6 +144,8 @@ impl Execution {
             result: Value::Null,
             error: Some(error),
             duration_ms: 0,
+            figures: Vec::new(),
+            table: None,
         }
     }
 

@@ -81,7 +81,7 @@ pub fn register(py: Python<'_>) -> PyResult<()> {
 
 #[derive(Debug, thiserror::Error)]
 enum CallError {
-    #[error("{0}: the plugin has no connection to the host yet (it has not been initialized)")]
+    #[error("{0}: no QNTX host connected: the plugin has not been initialized by a host (it may be running standalone, e.g. the --http page)")]
     NoHost(String),
     #[error("{method}: bad request: {reason}")]
     Request { method: String, reason: String },

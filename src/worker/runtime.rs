@@ -14,6 +14,7 @@ const MODULES: &[(&str, &str)] = &[
     ("qntx_values", include_str!("python/qntx_values.py")),
     ("qntx_handlers", include_str!("python/qntx_handlers.py")),
     ("qntx", include_str!("python/qntx.py")),
+    ("qntx_rich", include_str!("python/qntx_rich.py")),
     ("qntx_runtime", include_str!("python/qntx_runtime.py")),
 ];
 

@@ -19,6 +19,7 @@ import threading
 import types
 
 import qntx
+import qntx_rich
 from qntx_handlers import run_entry
 from qntx_values import to_json_text
 
@@ -87,7 +88,7 @@ API["qntx"] = qntx
 
 
 # Frames of the plugin's own modules are not the user's business.
-_INTERNAL_FILES = {"qntx_runtime.py", "qntx_handlers.py", "qntx.py", "qntx_values.py"}
+_INTERNAL_FILES = {"qntx_runtime.py", "qntx_handlers.py", "qntx.py", "qntx_values.py", "qntx_rich.py"}
 
 
 def _format_exception(exc):
@@ -125,6 +126,7 @@ def _result_of(value):
             f"the result is {len(text)} bytes as JSON, over the limit of {MAX_RESULT_BYTES} bytes: "
             "return a summary, or store the data elsewhere and return where\n"
         )
+    qntx_rich.note_result(value)
     return "ok", text, None
 
 
@@ -189,7 +191,10 @@ def run(*args):
     # higher count after the run means threads of this one are still running.
     count = threading.active_count()
     before = {thread.ident for thread in threading.enumerate()}
+    qntx_rich.begin_run()
     status, result, error = _run_program(*args)
+    # The answer carries the value plus the figures the run left open and a table view.
+    result = qntx_rich.envelope(result)
     if threading.active_count() <= count:
         return status, result, error, []
     leftovers = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
