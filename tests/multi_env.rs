@@ -42,10 +42,11 @@ fn two_environments(extra: &[&str]) -> Setup {
 /// The marker modules a program can import, and whether each environment's site-packages is
 /// on its path.
 const WHERE_AM_I: &str = r#"
-import importlib.util, sys
+import importlib.util, site, sys
 {
     "markers": [m for m in ("bio_marker", "data_marker") if importlib.util.find_spec(m)],
     "path": [p for p in sys.path if p.endswith("site-packages") and "-env" in p],
+    "base": [p for p in site.getsitepackages() if p in sys.path],
 }
 "#;
 
@@ -134,6 +135,11 @@ async fn a_directive_routes_the_run_and_nothing_else_is_seen() {
     );
     let bio_site = venv::site_packages(&setup.bio.path);
     assert_eq!(result["path"], json!([bio_site.display().to_string()]));
+    assert_eq!(
+        result["base"],
+        json!([]),
+        "a venv does not see the packages of the Python it was made from"
+    );
 
     let (ok, result, error) = run(plugin, &format!("# py:data\n{WHERE_AM_I}")).await;
     assert!(ok, "{error}");
@@ -146,6 +152,17 @@ async fn a_directive_routes_the_run_and_nothing_else_is_seen() {
     assert!(
         error.contains("ModuleNotFoundError: No module named 'data_marker'"),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_declared_environment_the_machines_python_is_used_as_is() {
+    let plugin = Plugin::start(&[]);
+    let (ok, result, error) = run(&plugin, WHERE_AM_I).await;
+    assert!(ok, "{error}");
+    assert!(
+        !result["base"].as_array().unwrap().is_empty(),
+        "the embedded interpreter's own site-packages: {result}"
     );
 }
 

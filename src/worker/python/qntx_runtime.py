@@ -10,6 +10,7 @@ import functools
 import io
 import json
 import linecache
+import os
 import pathlib
 import signal
 import site
@@ -60,6 +61,19 @@ def _flush_streams():
             pass
 
 
+def _includes_system_site_packages(environment):
+    """Whether a venv's pyvenv.cfg asks for the base interpreter's packages too."""
+    try:
+        config = (environment / "pyvenv.cfg").read_text()
+    except OSError:
+        return False
+    for line in config.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "include-system-site-packages":
+            return value.strip().lower() == "true"
+    return False
+
+
 def setup(environment):
     """Called once at worker start. ``environment`` is a Python prefix (venv or Nix env) or ''."""
     if environment:
@@ -71,6 +85,13 @@ def setup(environment):
                 f"environment {environment} has no {version}/site-packages "
                 f"(it has {', '.join(found) or 'no Python'}); the plugin embeds {version}"
             )
+        # A declared environment sees its own packages, not those installed into the Python it
+        # was made from, as a venv does (unless its pyvenv.cfg includes them): a package the
+        # build machine's Python happens to have must not make a run pass here and fail in
+        # another environment.
+        if not _includes_system_site_packages(pathlib.Path(environment)):
+            base = {os.path.realpath(p) for p in site.getsitepackages()}
+            sys.path[:] = [p for p in sys.path if os.path.realpath(p) not in base]
         # addsitedir honours .pth files, which Nix environments and editable installs rely on.
         site.addsitedir(str(site_packages))
     _BASE_PATH[:] = sys.path
