@@ -10,6 +10,7 @@ pub mod host;
 pub mod identity;
 pub mod ipc;
 pub mod logging;
+pub mod platform;
 pub mod pool;
 pub mod proto;
 pub mod server;

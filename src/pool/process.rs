@@ -10,6 +10,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use crate::ipc::{self, FrameError, FromWorker, ToWorker};
+use crate::platform::{self, ProcessTree};
 
 /// Smallest read from a worker's socket.
 const READ_CHUNK: usize = 64 * 1024;
@@ -33,8 +34,8 @@ pub enum SpawnError {
 
 pub struct WorkerProcess {
     child: Child,
-    /// The worker leads its own process group, so a kill also reaches what its programs started.
-    pgid: i32,
+    /// The worker and what its programs started: measured and killed as one.
+    tree: ProcessTree,
     reader: OwnedReadHalf,
     /// Bytes read from the worker that do not yet make a whole frame.
     received: Vec<u8>,
@@ -76,9 +77,7 @@ impl WorkerCommand {
                 // Own process group: terminal Ctrl-C does not reach workers, and killpg reaches
                 // everything a program started.
                 libc::setpgid(0, 0);
-                // If the supervisor dies without cleaning up, the kernel kills the worker.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
+                platform::in_child_before_exec()
             });
         }
         command
@@ -87,20 +86,27 @@ impl WorkerCommand {
 
 impl WorkerProcess {
     pub async fn spawn(how: &WorkerCommand, startup_timeout: Duration) -> Result<Self, SpawnError> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let (interrupts, their_interrupts) = std::os::unix::net::UnixStream::pair()?;
-        let (theirs, their_interrupts) = (OwnedFd::from(theirs), OwnedFd::from(their_interrupts));
-        let child = how.command(&theirs, &their_interrupts).spawn()?;
-        drop((theirs, their_interrupts));
+        let (ours, interrupts, child) = {
+            let _spawning = platform::hold_spawns();
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            let (interrupts, their_interrupts) = std::os::unix::net::UnixStream::pair()?;
+            let (theirs, their_interrupts) =
+                (OwnedFd::from(theirs), OwnedFd::from(their_interrupts));
+            let child = how.command(&theirs, &their_interrupts).spawn()?;
+            // The worker's ends now live in the worker only.
+            drop((theirs, their_interrupts));
+            (ours, interrupts, child)
+        };
         interrupts.set_nonblocking(true)?;
         let interrupts = UnixStream::from_std(interrupts)?;
-        let pgid = child.id().map(|pid| pid as i32).unwrap_or(0);
+        // A child that already ended has no id; a tree led by 0 is never signalled.
+        let tree = ProcessTree::led_by(child.id().unwrap_or(0));
 
         ours.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(ours)?.into_split();
         let mut worker = Self {
             child,
-            pgid,
+            tree,
             reader,
             received: Vec::new(),
             writer,
@@ -128,7 +134,7 @@ impl WorkerProcess {
     }
 
     pub fn pid(&self) -> i32 {
-        self.pgid
+        self.tree.leader()
     }
 
     pub async fn send(&mut self, message: &ToWorker) -> Result<(), FrameError> {
@@ -164,25 +170,21 @@ impl WorkerProcess {
         }
     }
 
-    /// Resident memory in bytes, from /proc.
+    /// The worker's memory in bytes, as the memory limit counts it ([`ProcessTree::memory_bytes`]).
     pub fn resident_bytes(&self) -> Option<u64> {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pgid)).ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Some(pages * page.max(0) as u64)
+        self.tree.memory_bytes()
     }
 
     /// Kills the worker and everything it started.
     pub fn kill(&mut self) {
-        kill_group(self.pgid);
+        self.tree.kill();
     }
 
     /// After the channel closed: why the worker died. Kills it if it is somehow still alive.
     pub async fn exit_cause(mut self) -> String {
         // Kill what the program left behind while the leader is still unreaped, so the group id
         // cannot have been reused by then.
-        kill_group(self.pgid);
+        self.tree.kill();
         match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
             Ok(Ok(status)) => describe_exit(status),
             _ => "the worker closed its channel and was killed".to_owned(),
@@ -192,15 +194,7 @@ impl WorkerProcess {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        kill_group(self.pgid);
-    }
-}
-
-pub fn kill_group(pgid: i32) {
-    if pgid > 0 {
-        // "Already gone" is not an error.
-        // SAFETY: signalling a process group we created.
-        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        self.tree.kill();
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -93,27 +93,12 @@ fn wait_readable(fd: RawFd, timeout: Duration) {
 impl StreamCapture {
     /// Puts a pipe on `target_fd` (1 or 2) and starts draining it.
     pub fn install(target_fd: RawFd) -> std::io::Result<Self> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two descriptors into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        // Close-on-exec, read end non-blocking: writers block when the pipe is full rather
+        // than fail. dup2 gives the target descriptor no CLOEXEC, so subprocesses inherit it.
+        let (read_end, write_end) = crate::platform::pipe()?;
+        // SAFETY: dup2 of a descriptor we own onto the stream's fixed descriptor.
+        if unsafe { libc::dup2(write_end.as_raw_fd(), target_fd) } < 0 {
             return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned here.
-        let (read_end, write_end) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // Writers must block when the pipe is full rather than fail, so only the read end stays
-        // non-blocking. dup2 gives the target descriptor no CLOEXEC, so subprocesses inherit it.
-        // SAFETY: plain fcntl/dup2 on descriptors we own.
-        unsafe {
-            let flags = libc::fcntl(write_end.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(
-                write_end.as_raw_fd(),
-                libc::F_SETFL,
-                flags & !libc::O_NONBLOCK,
-            );
-            if libc::dup2(write_end.as_raw_fd(), target_fd) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
         }
 
         let pipe = Arc::new(File::from(read_end));

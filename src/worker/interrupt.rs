@@ -8,30 +8,23 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use nix::sys::pthread::{pthread_kill, pthread_self, Pthread};
+use nix::sys::signal::{SigSet, Signal};
+
 pub struct Interrupter {
-    main_thread: libc::pthread_t,
+    main_thread: Pthread,
     current_run: Mutex<Option<u64>>,
 }
 
-fn sigint_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise the set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        set
-    }
-}
-
 fn set_sigint_blocked(blocked: bool) {
-    let set = sigint_set();
-    let how = if blocked {
-        libc::SIG_BLOCK
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    // Changes only the calling thread's mask; fails only for an invalid `how`.
+    let _ = if blocked {
+        set.thread_block()
     } else {
-        libc::SIG_UNBLOCK
+        set.thread_unblock()
     };
-    // SAFETY: changes only the calling thread's mask.
-    unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
 }
 
 impl Interrupter {
@@ -39,9 +32,8 @@ impl Interrupter {
     /// a mask with SIGINT blocked and the signal can only ever land on the main thread.
     pub fn for_main_thread() -> Self {
         set_sigint_blocked(true);
-        // SAFETY: pthread_self has no preconditions.
         Self {
-            main_thread: unsafe { libc::pthread_self() },
+            main_thread: pthread_self(),
             current_run: Mutex::new(None),
         }
     }
@@ -61,8 +53,8 @@ impl Interrupter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if *current == Some(run_id) {
-            // SAFETY: the main thread lives as long as the process.
-            unsafe { libc::pthread_kill(self.main_thread, libc::SIGINT) };
+            // The main thread lives as long as the process, so the id stays valid.
+            let _ = pthread_kill(self.main_thread, Signal::SIGINT);
         }
     }
 
@@ -73,13 +65,7 @@ impl Interrupter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
         set_sigint_blocked(true);
-        let set = sigint_set();
-        let no_wait = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: takes a pending SIGINT (if any) without running its handler.
-        while unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &no_wait) } == libc::SIGINT {}
+        crate::platform::discard_pending(Signal::SIGINT);
         // The handler may already have run and set Python's flag: let it fire now, and drop the
         // KeyboardInterrupt it raises.
         // SAFETY: called with the GIL held (we have `py`).

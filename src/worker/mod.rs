@@ -3,8 +3,9 @@
 //! Two sockets connect it to the supervisor: the main thread reads work from the first and
 //! answers on it (no thread hop on the way to Python), and a small thread reads interrupts
 //! from the second, since the main thread is busy in Python exactly when one arrives. That
-//! thread also ends the worker when the supervisor goes away. Two more threads drain fds 1
-//! and 2 (output capture).
+//! thread also ends the worker when the supervisor goes away: the socket closing is how a
+//! worker notices its supervisor's death on every OS (see `platform`). Two more threads drain
+//! fds 1 and 2 (output capture).
 
 mod capture;
 mod host_bridge;
@@ -86,7 +87,7 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
                     .map(|name| format!("thread '{name}'"))
                     .collect();
                 leftovers.extend(
-                    running_children()
+                    crate::platform::running_children()
                         .into_iter()
                         .map(|pid| format!("process {pid}")),
                 );
@@ -111,39 +112,6 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         };
         ipc::write_blocking(&mut channel, &reply)?;
     }
-}
-
-/// Child processes of this worker that are still running (zombies do not count).
-fn running_children() -> Vec<u32> {
-    // One cheap syscall for the usual case of no children at all; /proc only otherwise.
-    // SAFETY: waitid with WNOWAIT only inspects; it reaps nothing.
-    let no_children = unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-        libc::waitid(libc::P_ALL, 0, &mut info, flags) == -1
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
-    };
-    if no_children {
-        return Vec::new();
-    }
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    let children = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|pid| pid.parse::<u32>().ok())
-                .collect::<Vec<_>>()
-        });
-    children
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
-            !state.is_empty() && !state.starts_with('Z')
-        })
-        .collect()
 }
 
 /// The two sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`

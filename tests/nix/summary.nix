@@ -4,16 +4,20 @@ let
   inherit (builtins) mapAttrs map;
 
   # `out`, never `outPath`: an attribute set with outPath turns into that string in JSON.
+  # `attr`: the nixpkgs attribute a package came from (pkgs.<attr>), for tools.
   ref = d: {
     inherit (d) name;
     out = d.outPath;
     kind = d.standIn.kind or null;
+    attr = d.standInAttr or null;
   };
   pythonEnv = e: {
     inherit (e) name;
     out = e.outPath;
     python = e.standIn.args.python.outPath;
     packages = map (p: p.pname) e.standIn.args.packages;
+    # Packages whose test suite was switched off (overridePythonAttrs { doCheck = false; }).
+    unchecked = map (p: p.pname) (builtins.filter (p: p.doCheck or true == false) e.standIn.args.packages);
   };
   describe =
     d:
@@ -24,10 +28,14 @@ let
     // {
       inherit (d) system;
       mainProgram = d.meta.mainProgram or null;
-      nativeBuildInputs = map (x: x.name) (a.nativeBuildInputs or [ ]);
+      nativeBuildInputs = map (x: x.standInAttr or x.name) (a.nativeBuildInputs or [ ]);
       buildInputs = map ref (a.buildInputs or [ ]);
       packages = map ref (a.packages or [ ]);
       env = if d ? env then pythonEnv d.env else null;
+      envs = if d ? envs then mapAttrs (_: pythonEnv) d.envs else null;
+      defaultEnv = d.defaultEnv or null;
+      # passthru.tests.smoke: the opt-in smoke test every wrapper carries.
+      smoke = d.tests.smoke.buildCommand or null;
       unwrapped = d.unwrapped.outPath or null;
       src = a.src.files or null;
       cargoLockFile = if a ? cargoLock then toString a.cargoLock.lockFile else null;
@@ -46,6 +54,7 @@ let
       buildPhase = null;
       installPhase = null;
       cargoTestFlags = null;
+      shellHook = null;
     } a;
   perSystem = f: mapAttrs (_: mapAttrs (_: f));
 in

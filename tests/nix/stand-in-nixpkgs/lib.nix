@@ -29,7 +29,16 @@ in
     hasSuffix
     hasPrefix
     ;
-  inherit (builtins) mapAttrs attrNames attrValues;
+  inherit (builtins)
+    mapAttrs
+    attrNames
+    attrValues
+    concatStringsSep
+    listToAttrs
+    ;
+
+  optional = cond: x: if cond then [ x ] else [ ];
+  optionalAttrs = cond: set: if cond then set else { };
 
   genAttrs = names: f: listToAttrs (map (n: nameValuePair n (f n)) names);
   filterAttrs =
