@@ -16,6 +16,10 @@
 //! | `QNTX_BUILD_PYTHON_HOME` | `sys.base_prefix`, with `:sys.base_exec_prefix` when that differs |
 //! | `QNTX_BUILD_PYTHON_EXECUTABLE` | the base interpreter's executable (a venv's is not used) |
 //! | `QNTX_BUILD_PYTHON_STDLIB` | its standard library directory, checked before start-up |
+//!
+//! A cross build (target other than host, e.g. the macOS checks run from Linux) cannot ask an
+//! interpreter of its target: the last three are then empty, and the worker finds its Python
+//! beside the libpython it loaded.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -89,13 +93,46 @@ stdlib = sysconfig.get_path("stdlib")  # {installed_base}: the base prefix, also
 print(version, home, executable, stdlib, sep="\n")
 "#;
 
+/// Where the build interpreter lives, as `ASK_PYTHON` reports it.
+struct Installation {
+    home: String,
+    executable: String,
+    stdlib: String,
+}
+
 fn bake_python() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    println!("cargo:rerun-if-env-changed=PYO3_CONFIG_FILE");
     let config = pyo3_build_config::get();
     let version = format!("{}.{}", config.version().major, config.version().minor);
-    let executable = config.executable().ok_or(
-        "pyo3 knows no Python executable (PYO3_CONFIG_FILE without `executable`?): set \
-         PYO3_PYTHON to the interpreter the plugin embeds",
-    )?;
+    println!("cargo:rustc-env=QNTX_BUILD_PYTHON_VERSION={version}");
+    // A cross build (the macOS checks from Linux) has no interpreter of its target to ask; its
+    // workers find their Python beside the libpython they load (src/worker/interpreter.rs).
+    let cross = std::env::var("TARGET")? != std::env::var("HOST")?;
+    let installation = match config.executable() {
+        Some(executable) if !cross => ask(executable, &version)?,
+        _ => Installation {
+            home: String::new(),
+            executable: String::new(),
+            stdlib: String::new(),
+        },
+    };
+    println!(
+        "cargo:rustc-env=QNTX_BUILD_PYTHON_HOME={}",
+        installation.home
+    );
+    println!(
+        "cargo:rustc-env=QNTX_BUILD_PYTHON_EXECUTABLE={}",
+        installation.executable
+    );
+    println!(
+        "cargo:rustc-env=QNTX_BUILD_PYTHON_STDLIB={}",
+        installation.stdlib
+    );
+    Ok(())
+}
+
+fn ask(executable: &str, version: &str) -> Result<Installation, Box<dyn std::error::Error>> {
     // -I: the build machine's PYTHON* variables and user site must not change the answer.
     let output = Command::new(executable)
         .args(["-I", "-c", ASK_PYTHON])
@@ -120,11 +157,9 @@ fn bake_python() -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    println!("cargo:rustc-env=QNTX_BUILD_PYTHON_VERSION={version}");
-    println!("cargo:rustc-env=QNTX_BUILD_PYTHON_HOME={home}");
-    println!("cargo:rustc-env=QNTX_BUILD_PYTHON_EXECUTABLE={base_executable}");
-    println!("cargo:rustc-env=QNTX_BUILD_PYTHON_STDLIB={stdlib}");
-    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
-    println!("cargo:rerun-if-env-changed=PYO3_CONFIG_FILE");
-    Ok(())
+    Ok(Installation {
+        home: home.to_owned(),
+        executable: base_executable.to_owned(),
+        stdlib: stdlib.to_owned(),
+    })
 }

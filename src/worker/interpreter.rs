@@ -20,12 +20,15 @@
 //!   UTF-8 mode), so file-name and text encodings do not change.
 //!
 //! macOS framework builds need nothing special: their base prefix is
-//! `Python.framework/Versions/X.Y`, which holds `lib/pythonX.Y` like any other prefix.
+//! `Python.framework/Versions/X.Y`, which holds `lib/pythonX.Y` like any other prefix. A cross
+//! build (which could not ask an interpreter of its target, see build.rs) takes the prefix of
+//! the libpython the process loaded instead: `<prefix>/lib/libpythonX.Y.so` or `.dylib`, or
+//! the framework's `Versions/X.Y/Python`.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
 
@@ -33,10 +36,66 @@ use pyo3::ffi;
 pub struct BuildPython {
     /// `X.Y`.
     pub version: &'static str,
-    /// Base prefix, with `:<exec prefix>` when that differs (CPython's `home` syntax).
+    /// Base prefix, with `:<exec prefix>` when that differs (CPython's `home` syntax). This and
+    /// the next two are empty in a cross build.
     pub home: &'static str,
     pub executable: &'static str,
     pub stdlib: &'static str,
+}
+
+/// Where this process's Python lives.
+struct Installation {
+    home: PathBuf,
+    executable: PathBuf,
+    stdlib: PathBuf,
+}
+
+impl BuildPython {
+    fn installation(&self) -> Result<Installation, InterpreterError> {
+        if !self.home.is_empty() {
+            return Ok(Installation {
+                home: self.home.into(),
+                executable: self.executable.into(),
+                stdlib: self.stdlib.into(),
+            });
+        }
+        let library = loaded_libpython().ok_or(InterpreterError::NoLibrary)?;
+        beside(&library, self.version).ok_or_else(|| InterpreterError::Missing {
+            version: self.version,
+            landmark: library.display().to_string(),
+        })
+    }
+}
+
+/// The installation a libpython belongs to: the nearest directory above it with a standard
+/// library (`lib/pythonX.Y/os.py`, or `lib64/...`), as CPython's own search does. That covers
+/// `<prefix>/lib/libpythonX.Y.so` (or `.dylib`), Debian's `<prefix>/lib/<triplet>/...` and a
+/// macOS framework's `Versions/X.Y/Python`.
+fn beside(library: &Path, version: &str) -> Option<Installation> {
+    library.ancestors().skip(1).take(3).find_map(|prefix| {
+        ["lib", "lib64"].iter().find_map(|lib| {
+            let stdlib = prefix.join(lib).join(format!("python{version}"));
+            stdlib.join("os.py").is_file().then(|| Installation {
+                home: prefix.to_owned(),
+                executable: prefix.join(format!("bin/python{version}")),
+                stdlib,
+            })
+        })
+    })
+}
+
+/// The file libpython was loaded from (this binary itself if it was linked statically).
+fn loaded_libpython() -> Option<PathBuf> {
+    let symbol = ffi::Py_IsInitialized as *const libc::c_void;
+    // SAFETY: dladdr only reads the dynamic loader's tables; `info` is ours to fill.
+    let name = unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(symbol, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        CStr::from_ptr(info.dli_fname)
+    };
+    Some(PathBuf::from(OsStr::from_bytes(name.to_bytes())))
 }
 
 pub const BUILD_PYTHON: BuildPython = BuildPython {
@@ -62,6 +121,8 @@ pub enum InterpreterError {
     },
     #[error("Python path {0:?} contains a NUL byte")]
     NulInPath(String),
+    #[error("cannot tell where the loaded libpython is, so not where its Python lives")]
+    NoLibrary,
     #[error("Python refused its configuration ({step}): {message}")]
     Refused { step: &'static str, message: String },
 }
@@ -100,25 +161,25 @@ fn check(step: &'static str, status: ffi::PyStatus) -> Result<(), InterpreterErr
     Err(InterpreterError::Refused { step, message })
 }
 
-fn c_path(path: &str) -> Result<CString, InterpreterError> {
-    CString::new(Path::new(path).as_os_str().as_bytes())
-        .map_err(|_| InterpreterError::NulInPath(path.to_owned()))
+fn c_path(path: &Path) -> Result<CString, InterpreterError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| InterpreterError::NulInPath(path.display().to_string()))
 }
 
 /// Initialises CPython on the calling thread (which becomes Python's main thread) and releases
 /// the GIL, so pyo3's `Python::attach` works as after `Python::initialize`.
 pub fn initialize() -> Result<(), InterpreterError> {
-    let python = &BUILD_PYTHON;
-    let landmark = Path::new(python.stdlib).join("os.py");
+    let python = BUILD_PYTHON.installation()?;
+    let landmark = python.stdlib.join("os.py");
     if !landmark.is_file() {
         return Err(InterpreterError::Missing {
-            version: python.version,
+            version: BUILD_PYTHON.version,
             landmark: landmark.display().to_string(),
         });
     }
     std::env::remove_var(MACOS_VENV_LAUNCHER);
-    let home = c_path(python.home)?;
-    let executable = c_path(python.executable)?;
+    let home = c_path(&python.home)?;
+    let executable = c_path(&python.executable)?;
 
     // SAFETY: the calls below follow CPython's documented initialisation sequence (PEP 587):
     // pre-initialise, fill a config initialised by PyConfig_InitIsolatedConfig, initialise from
@@ -157,4 +218,59 @@ pub fn initialize() -> Result<(), InterpreterError> {
     // Marks pyo3's own start-up as done; Python is already running, so nothing else happens.
     pyo3::Python::initialize();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake installation under `root`: the library file and `<prefix>/<lib>/python3.13/os.py`.
+    fn layout(root: &Path, library: &str, prefix: &str, lib: &str) -> PathBuf {
+        let stdlib = root.join(prefix).join(lib).join("python3.13");
+        std::fs::create_dir_all(&stdlib).unwrap();
+        std::fs::write(stdlib.join("os.py"), "").unwrap();
+        let library = root.join(library);
+        std::fs::create_dir_all(library.parent().unwrap()).unwrap();
+        std::fs::write(&library, "").unwrap();
+        library
+    }
+
+    #[test]
+    fn an_installation_is_found_beside_its_libpython() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        for (library, prefix, lib) in [
+            ("opt/lib/libpython3.13.so.1.0", "opt", "lib"),
+            ("deb/lib/x86_64-linux-gnu/libpython3.13.so", "deb", "lib"),
+            ("fedora/lib64/libpython3.13.so", "fedora", "lib64"),
+            (
+                "Python.framework/Versions/3.13/Python",
+                "Python.framework/Versions/3.13",
+                "lib",
+            ),
+        ] {
+            let found = beside(&layout(root, library, prefix, lib), "3.13").unwrap();
+            assert_eq!(found.home, root.join(prefix), "{library}");
+            assert_eq!(found.stdlib, root.join(prefix).join(lib).join("python3.13"));
+            assert_eq!(found.executable, root.join(prefix).join("bin/python3.13"));
+        }
+        let stray = root.join("nowhere/libpython3.13.so");
+        std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+        assert!(beside(&stray, "3.13").is_none());
+    }
+
+    #[test]
+    fn the_libpython_loaded_is_the_one_build_rs_found() {
+        // What a cross build would work out at run time agrees with what a native build baked.
+        let library = loaded_libpython().expect("this test binary links libpython");
+        let found = beside(&library, BUILD_PYTHON.version).unwrap();
+        let baked_prefix = BUILD_PYTHON.home.split(':').next().unwrap();
+        assert_eq!(
+            found.home.canonicalize().unwrap(),
+            Path::new(baked_prefix).canonicalize().unwrap(),
+            "{}",
+            library.display()
+        );
+        assert_eq!(found.stdlib, Path::new(BUILD_PYTHON.stdlib));
+    }
 }
