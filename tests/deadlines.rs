@@ -140,3 +140,65 @@ async fn a_run_whose_deadline_passes_while_queued_never_starts() {
     assert_eq!(result_object(&response)["result"], json!("free"));
     assert!(!ran.exists(), "the queued run ran after its deadline");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_waited_for_a_worker_still_answers_before_the_deadline() {
+    let plugin = warm_plugin().await;
+    // The only worker is busy for 1.2 s of the next caller's 3 s.
+    let mut busy = plugin.python().await;
+    let blocker =
+        tokio::spawn(async move { execute(&mut busy, "import time\ntime.sleep(1.2)").await });
+    wait_for_detail(&plugin, "workers_busy", "1").await;
+    let mut client = plugin.python().await;
+    let mut request = tonic::Request::new(PythonExecuteRequest {
+        code: ENDLESS_PRINTER.into(),
+        ..Default::default()
+    });
+    let deadline = Duration::from_secs(3);
+    request.set_timeout(deadline);
+    let started = Instant::now();
+    let response = client
+        .execute(request)
+        .await
+        .expect("an answer before the deadline, not a gRPC error")
+        .into_inner();
+    assert!(started.elapsed() < deadline, "{:?}", started.elapsed());
+    assert!(
+        response.error.contains("timed out after"),
+        "stopped by its own limit, not cancelled by the backstop: {}",
+        response.error
+    );
+    assert!(
+        response.output.starts_with("line 0\n"),
+        "the output so far is kept"
+    );
+    assert!(blocker.await.unwrap().success);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_door_keeps_to_the_callers_deadline_too() {
+    let plugin = warm_plugin().await;
+    let mut request = tonic::Request::new(qntx_python_plugin::proto::HttpRequest {
+        method: "POST".into(),
+        path: "/execute".into(),
+        body: serde_json::to_vec(&json!({ "content": ENDLESS_PRINTER })).unwrap(),
+        ..Default::default()
+    });
+    request.set_timeout(DEADLINE);
+    let started = Instant::now();
+    let response = plugin
+        .domain()
+        .await
+        .handle_http(request)
+        .await
+        .expect("an answer before the deadline, not a gRPC error")
+        .into_inner();
+    assert!(started.elapsed() < DEADLINE, "{:?}", started.elapsed());
+    assert_eq!(response.status_code, 400);
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("timed out after"),
+        "{body}"
+    );
+    assert!(body["stdout"].as_str().unwrap().starts_with("line 0\n"));
+}

@@ -96,6 +96,9 @@ pub struct RunSpec {
     pub glyph_id: String,
     pub max_output_bytes: usize,
     pub timeout: Duration,
+    /// The latest moment the run may go on (a caller's deadline), however long it waited for
+    /// a worker: its limit is `timeout` or what is left until then, whichever is less.
+    pub stop_by: Option<Instant>,
     /// A worker whose resident memory passes this during the run is killed.
     pub memory_limit_bytes: Option<u64>,
     pub python_paths: Vec<String>,

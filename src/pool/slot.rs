@@ -268,6 +268,10 @@ impl Slot {
             host: spec.host,
         };
         let started = Instant::now();
+        // Time spent waiting for a worker comes off a caller's deadline.
+        let limit = spec.stop_by.map_or(spec.timeout, |at| {
+            spec.timeout.min(at.saturating_duration_since(started))
+        });
         let Some(worker) = self.worker.as_mut() else {
             return Err(PoolError::WorkerUnavailable("no worker".into()));
         };
@@ -281,7 +285,7 @@ impl Slot {
             });
         }
 
-        let deadline = tokio::time::sleep(spec.timeout);
+        let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
         let mut memory_check = tokio::time::interval(MEMORY_POLL);
         let mut interrupted: Option<(InterruptReason, Instant)> = None;
@@ -305,7 +309,7 @@ impl Slot {
                         }
                         return Ok(match interrupted {
                             Some((InterruptReason::Deadline, _)) => RunOutcome::TimedOut {
-                                after: spec.timeout, killed: false, stdout: output.stdout, stderr: output.stderr,
+                                after: limit, killed: false, stdout: output.stdout, stderr: output.stderr,
                             },
                             _ => RunOutcome::Finished(output),
                         });
@@ -329,7 +333,7 @@ impl Slot {
                     return Ok(match reason {
                         Some(InterruptReason::CallerGone) | None => RunOutcome::WorkerDied { cause: "the caller went away".into() },
                         Some(InterruptReason::Deadline) => RunOutcome::TimedOut {
-                            after: spec.timeout, killed: true, stdout: CapturedStream::default(), stderr: CapturedStream::default(),
+                            after: limit, killed: true, stdout: CapturedStream::default(), stderr: CapturedStream::default(),
                         },
                     });
                 }

@@ -61,7 +61,13 @@ impl CallDeadline {
     }
 
     fn run_limit_at(&self, now: Instant) -> Duration {
-        (self.arrived + self.within - self.margin()).saturating_duration_since(now)
+        self.stop_by().saturating_duration_since(now)
+    }
+
+    /// When a run of this call must stop at the latest, `D - margin`: also what a run that
+    /// waited for a worker has left once it starts.
+    pub fn stop_by(&self) -> Instant {
+        self.arrived + self.within - self.margin()
     }
 
     /// The latest moment at which the call is answered, whatever the run is doing.

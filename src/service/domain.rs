@@ -220,8 +220,9 @@ impl DomainPluginService for Domain {
         &self,
         request: Request<HttpRequest>,
     ) -> Result<Response<HttpResponse>, Status> {
+        let deadline = CallDeadline::from_metadata(request.metadata());
         Ok(Response::new(
-            http::handle(&self.plugin, request.into_inner()).await,
+            http::handle(&self.plugin, request.into_inner(), deadline).await,
         ))
     }
 

@@ -141,6 +141,7 @@ impl Plugin {
             glyph_id: program.glyph_id,
             max_output_bytes: settings.max_output_bytes,
             timeout: limit,
+            stop_by: deadline.map(|d| d.stop_by()),
             memory_limit_bytes: settings.memory_limit_bytes,
             python_paths: settings.python_paths.clone(),
             handler: program.handler,
