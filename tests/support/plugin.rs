@@ -194,6 +194,23 @@ impl Plugin {
     pub fn log_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
+
+    /// The log lines once one contains `needle` (the reader thread may not have read it yet
+    /// when the event it reports is already visible elsewhere), waiting up to 10 s.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.log_lines();
+            if lines.iter().any(|l| l.contains(needle)) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Plugin {
