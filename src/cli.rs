@@ -217,7 +217,7 @@ fn environments(cli: &Cli, plugin_name: &str, workers: usize) -> Result<Arc<Envi
             .map_err(|e| format!("cannot find the plugin's own executable: {e}"))?,
         args: vec!["--log-level".to_owned(), cli.log_level.as_str().to_owned()],
         queue_capacity: cli.queue_capacity,
-        interrupt_grace: Duration::from_secs(1),
+        interrupt_grace: crate::config::INTERRUPT_GRACE,
         startup_timeout: Duration::from_secs(60),
         idle_timeout,
     };
@@ -275,6 +275,7 @@ async fn serve(cli: &Cli, name: String) -> Result<ExitCode, String> {
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     // Announced before any Python starts: the host waits at most 2 s for this line.
     server::announce_port(bound.port()).map_err(|e| e.to_string())?;
+    server::warn_if_exposed(bound);
 
     let plugin = Plugin::new(
         name.clone(),

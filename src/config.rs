@@ -11,6 +11,10 @@ use crate::proto::ConfigFieldSchema;
 /// The longest time limit a run can have, whoever sets it.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// How long an interrupted program gets to stop before its worker is killed. A caller's
+/// deadline reserves it (service/deadline.rs), so it lives here rather than in the CLI.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Time limit of a run when neither the job nor the call sets one.

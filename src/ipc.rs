@@ -57,7 +57,7 @@ pub struct HostAccess {
     pub queue: String,
     pub schedule: String,
     pub fetch: String,
-    pub auth_token: String,
+    pub auth_token: crate::host::AuthToken,
     pub plugin_name: String,
     pub plugin_version: String,
 }
@@ -239,6 +239,43 @@ pub async fn write_async<T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_request_shows_no_token_but_carries_it() {
+        let secret = "ab".repeat(32);
+        let run = ToWorker::Run(Box::new(RunRequest {
+            run_id: 1,
+            code: "1".into(),
+            filename: "<execute>".into(),
+            upstream_json: None,
+            glyph_id: String::new(),
+            max_output_bytes: 1024,
+            python_paths: Vec::new(),
+            handler: None,
+            host: Some(HostAccess {
+                ats_store: "127.0.0.1:1".into(),
+                queue: String::new(),
+                schedule: String::new(),
+                fetch: String::new(),
+                auth_token: secret.as_str().into(),
+                plugin_name: "python".into(),
+                plugin_version: "0".into(),
+            }),
+        }));
+        // The worker's interrupt thread logs unexpected messages with `?`.
+        let shown = format!("{run:?}");
+        assert!(
+            !shown.contains(&secret) && shown.contains("127.0.0.1:1"),
+            "{shown}"
+        );
+        // The worker still gets it.
+        let frame = encode(&run).unwrap();
+        let mut buffer = frame.to_vec();
+        let Some(ToWorker::Run(received)) = take_frame::<ToWorker>(&mut buffer).unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!(received.host.unwrap().auth_token.expose(), secret);
+    }
 
     #[test]
     fn frames_are_taken_only_when_whole() {

@@ -1,7 +1,7 @@
 //! Serving: bind, announce the port, serve every service on one h2c port, stop on signals.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +83,30 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener, ServeError> {
     })
 }
 
+/// Whether only this machine can reach `ip` (an IPv4-mapped IPv6 loopback counts).
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
+}
+
+/// Warns when the plugin listens where other machines can reach it: gRPC calls carry no
+/// authentication (protocol §1.1), so whoever reaches the port runs code as the plugin's user
+/// and with its host token.
+pub fn warn_if_exposed(bound: SocketAddr) {
+    if !is_loopback(bound.ip()) {
+        tracing::warn!(
+            address = %bound,
+            "listening on a non-loopback address: anyone who can reach it can run Python as this \
+             user and use the host's token (calls are not authenticated); the host itself only \
+             dials 127.0.0.1"
+        );
+    }
+}
+
 /// The host reads this exact line (and flushes matter: stdout is a pipe).
 pub fn announce_port(port: u16) -> Result<(), ServeError> {
     let mut stdout = std::io::stdout().lock();
@@ -155,4 +179,25 @@ fn spawn_signal_watch(shutdown: CancellationToken) -> Result<(), ServeError> {
         shutdown.cancel();
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_addresses() {
+        for loopback in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_loopback(loopback.parse().unwrap()), "{loopback}");
+        }
+        for exposed in [
+            "0.0.0.0",
+            "::",
+            "192.168.1.5",
+            "10.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_loopback(exposed.parse().unwrap()), "{exposed}");
+        }
+    }
 }

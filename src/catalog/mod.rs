@@ -7,6 +7,7 @@
 //! schedules when the catalog changes after Initialize.
 
 pub mod discovery;
+mod live;
 pub mod naming;
 pub mod schedules;
 
@@ -21,6 +22,7 @@ use crate::ipc::Script;
 use crate::pool::PoolError;
 use crate::proto::{AttestationFilter, ScheduleInfo, WatcherRegistration};
 use discovery::Version;
+pub use live::{LiveCatalog, Purpose, Refreshed};
 
 /// What a script declares, as `qntx_handlers.declarations` reports it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

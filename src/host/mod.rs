@@ -20,6 +20,7 @@ mod error;
 mod fetch;
 mod queue;
 mod schedule;
+mod token;
 pub mod values;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 pub use error::HostError;
+pub use token::{AuthToken, REDACTED};
 
 /// Deadline of every host call unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,25 +45,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the host's services are (`host:port`, no scheme; empty = the host did not start that
 /// service) and the token every request carries. Filled from `InitializeRequest`.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Endpoints {
     pub ats_store: String,
     pub queue: String,
     pub schedule: String,
     pub fetch: String,
-    pub auth_token: String,
-}
-
-impl fmt::Debug for Endpoints {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoints")
-            .field("ats_store", &self.ats_store)
-            .field("queue", &self.queue)
-            .field("schedule", &self.schedule)
-            .field("fetch", &self.fetch)
-            .field("auth_token", &"<redacted>")
-            .finish()
-    }
+    pub auth_token: AuthToken,
 }
 
 /// The host service families, by the names the protocol uses.
@@ -180,7 +170,7 @@ impl HostLink {
     }
 
     fn token(&self) -> String {
-        self.endpoints.auth_token.clone()
+        self.endpoints.auth_token.expose().to_owned()
     }
 
     fn channel(&self, service: Service, call: &'static str) -> Result<Channel, HostError> {

@@ -97,6 +97,9 @@ pub struct RunSpec {
     pub glyph_id: String,
     pub max_output_bytes: usize,
     pub timeout: Duration,
+    /// The latest moment the run may go on (a caller's deadline), however long it waited for
+    /// a worker: its limit is `timeout` or what is left until then, whichever is less.
+    pub stop_by: Option<Instant>,
     /// A run whose processes together pass this resident memory is killed.
     pub memory_limit_bytes: Option<u64>,
     /// A run with more processes than this at once is killed.

@@ -278,6 +278,10 @@ impl Slot {
             host: spec.host,
         };
         let started = Instant::now();
+        // Time spent waiting for a worker comes off a caller's deadline.
+        let limit = spec.stop_by.map_or(spec.timeout, |at| {
+            spec.timeout.min(at.saturating_duration_since(started))
+        });
         let Some(worker) = self.worker.as_mut() else {
             return Err(PoolError::WorkerUnavailable("no worker".into()));
         };
@@ -291,7 +295,7 @@ impl Slot {
             });
         }
 
-        let deadline = tokio::time::sleep(spec.timeout);
+        let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
         let mut memory_check = tokio::time::interval(MEMORY_POLL);
         let mut interrupted: Option<(InterruptReason, Instant)> = None;
@@ -321,7 +325,7 @@ impl Slot {
                         }
                         return Ok(match interrupted {
                             Some((InterruptReason::Deadline, _)) => RunOutcome::TimedOut {
-                                after: spec.timeout, killed: false, stdout: output.stdout, stderr: output.stderr,
+                                after: limit, killed: false, stdout: output.stdout, stderr: output.stderr,
                             },
                             _ => RunOutcome::Finished(output),
                         });
@@ -329,7 +333,7 @@ impl Slot {
                     Ok(FromWorker::Died { run_id: id, cause, stdout, stderr }) if id == run_id => {
                         return Ok(match killing.map(|(reason, _)| reason) {
                             Some(KillReason::Interrupt(InterruptReason::Deadline)) => RunOutcome::TimedOut {
-                                after: spec.timeout, killed: true, stdout, stderr,
+                                after: limit, killed: true, stdout, stderr,
                             },
                             Some(KillReason::Interrupt(InterruptReason::CallerGone)) => RunOutcome::WorkerDied { cause: "the caller went away".into() },
                             Some(KillReason::Limit(cause)) => RunOutcome::WorkerDied { cause },
@@ -361,7 +365,7 @@ impl Slot {
                     tracing::warn!(slot = self.index, "a run's processes were not reported killed; worker killed");
                     return Ok(match reason {
                         Some(KillReason::Interrupt(InterruptReason::Deadline)) => RunOutcome::TimedOut {
-                            after: spec.timeout, killed: true, stdout: CapturedStream::default(), stderr: CapturedStream::default(),
+                            after: limit, killed: true, stdout: CapturedStream::default(), stderr: CapturedStream::default(),
                         },
                         Some(KillReason::Limit(cause)) => RunOutcome::WorkerDied { cause },
                         _ => RunOutcome::WorkerDied { cause: "the caller went away".into() },

@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{deadline, handler_jobs, http, jobs, Plugin};
-use crate::catalog::Catalog;
+use super::deadline::CallDeadline;
+use super::{http, jobs, Plugin};
+use crate::catalog::Purpose;
 use crate::config::Settings;
 use crate::environments::EnvironmentStatus;
 use crate::host::{Endpoints, HostLink};
@@ -155,28 +155,31 @@ impl DomainPluginService for Domain {
             queue: request.queue_endpoint,
             schedule: request.schedule_endpoint,
             fetch: request.fetch_endpoint,
-            auth_token: request.auth_token,
+            auth_token: request.auth_token.into(),
         });
-        let discovered = Catalog::discover(&plugin.name, &link, &plugin.environments).await;
-        let catalog = match discovered {
-            Ok(discovered) => {
-                handler_jobs::record_faults(
-                    link.clone(),
-                    plugin.name.clone(),
-                    discovered.new_faults,
-                );
-                discovered.catalog
-            }
+        // Applied as soon as it is read, unless a later read (a reload) already was; nothing
+        // below can fail, so a failed Initialize still changes nothing.
+        let refreshed = plugin
+            .catalog
+            .refresh(
+                &plugin.name,
+                &link,
+                &plugin.environments,
+                Purpose::Initialize,
+            )
+            .await;
+        let catalog = match refreshed {
+            Ok(refreshed) => refreshed.catalog,
             Err(error) => {
                 let reason = error.to_string();
                 // Declaring nothing would make the host prune every schedule and watcher.
-                if !plugin.catalog_read.load(Ordering::Relaxed) {
+                if !plugin.catalog.has_been_read() {
                     return Err(Status::unavailable(format!(
                         "cannot read the handler catalog: {reason}"
                     )));
                 }
                 tracing::warn!(%reason, "cannot read the handler catalog; keeping the last good one");
-                (*plugin.catalog()).clone()
+                plugin.catalog()
             }
         };
 
@@ -199,8 +202,6 @@ impl DomainPluginService for Domain {
             config_keys = request.config.len(),
             "initialized"
         );
-        plugin.set_catalog(catalog);
-        plugin.catalog_read.store(true, Ordering::Relaxed);
         Ok(Response::new(response))
     }
 
@@ -219,8 +220,9 @@ impl DomainPluginService for Domain {
         &self,
         request: Request<HttpRequest>,
     ) -> Result<Response<HttpResponse>, Status> {
+        let deadline = CallDeadline::from_metadata(request.metadata());
         Ok(Response::new(
-            http::handle(&self.plugin, request.into_inner()).await,
+            http::handle(&self.plugin, request.into_inner(), deadline).await,
         ))
     }
 
@@ -262,7 +264,7 @@ impl DomainPluginService for Domain {
         &self,
         request: Request<ExecuteJobRequest>,
     ) -> Result<Response<ExecuteJobResponse>, Status> {
-        let call_deadline = deadline::from_metadata(request.metadata());
+        let call_deadline = CallDeadline::from_metadata(request.metadata());
         Ok(Response::new(
             jobs::execute_job(&self.plugin, request.into_inner(), call_deadline).await,
         ))

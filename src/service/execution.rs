@@ -51,7 +51,8 @@ fn with_marker(stream: CapturedStream, limit: usize) -> String {
     text
 }
 
-fn seconds(duration: Duration) -> String {
+/// `2 s`, `1.25 s`.
+pub(super) fn seconds(duration: Duration) -> String {
     let secs = duration.as_secs_f64();
     if secs.fract() == 0.0 {
         format!("{secs:.0} s")

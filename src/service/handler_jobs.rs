@@ -1,18 +1,15 @@
 //! Jobs for saved handlers: finding the code to run (always the newest saved version) and
 //! reloading the catalog.
 
-use std::sync::Arc;
-
 use serde_json::json;
 
 use super::jobs::{failure, succeeded};
 use super::{parse_upstream, Plugin, Program};
 use crate::catalog::discovery::{self, Version};
-use crate::catalog::{handler_filter, schedules, Catalog};
+use crate::catalog::{handler_filter, Catalog, Purpose, Refreshed};
 use crate::host::HostLink;
-use crate::identity::VERSION;
 use crate::ipc::HandlerEntry;
-use crate::proto::{AttestationCommand, AttestationFilter, ExecuteJobResponse};
+use crate::proto::{AttestationFilter, ExecuteJobResponse};
 
 /// Attestations the freshness check reads to find a handler's newest version.
 const FRESHNESS_WINDOW: i32 = 50;
@@ -114,58 +111,47 @@ async fn newest_version(
         .map(discovery::version_of))
 }
 
-/// Reads the catalog again; on success swaps it in and reconciles schedules, on failure keeps
-/// the last good one.
-pub async fn refresh(
-    plugin: &Plugin,
-    link: &HostLink,
-) -> Result<(Arc<Catalog>, schedules::Changes), String> {
-    let mut ids = plugin.schedule_ids.lock().await;
-    let discovered = Catalog::discover(&plugin.name, link, &plugin.environments)
-        .await
-        .map_err(|e| e.to_string())?;
-    let old = plugin.catalog();
-    let changes = schedules::reconcile(
-        link,
-        &plugin.name,
-        &old.schedules(&plugin.name),
-        &discovered.catalog.schedules(&plugin.name),
-        &mut ids,
-    )
-    .await;
-    plugin.set_catalog(discovered.catalog);
-    record_faults(link.clone(), plugin.name.clone(), discovered.new_faults);
-    Ok((plugin.catalog(), changes))
-}
-
 /// `<name>.__reload`, fired by the plugin's own watcher when a handler is saved.
 pub async fn reload(plugin: &Plugin) -> ExecuteJobResponse {
     let Some(link) = plugin.host() else {
         return failure("reload: the plugin has not been initialized".into());
     };
-    match refresh(plugin, &link).await {
-        Ok((catalog, changes)) => {
+    let refreshed = plugin
+        .catalog
+        .refresh(&plugin.name, &link, &plugin.environments, Purpose::Reload)
+        .await;
+    match refreshed {
+        Ok(Refreshed {
+            catalog,
+            applied,
+            schedules,
+        }) => {
             tracing::info!(
                 handlers = catalog.len(),
                 faulted = catalog.faulted.len(),
-                ?changes,
+                applied,
+                ?schedules,
                 "catalog reloaded"
             );
             let result = json!({
                 "reloaded": catalog.len(),
                 "faulted": catalog.faulted.keys().collect::<Vec<_>>(),
-                "schedules": changes,
+                "schedules": schedules.unwrap_or_default(),
+                "superseded": !applied,
                 "environments": catalog
                     .handlers
                     .iter()
                     .map(|(key, handler)| (key.clone(), handler.environment.clone()))
                     .collect::<std::collections::BTreeMap<_, _>>(),
             });
-            let summary = format!(
+            let mut summary = format!(
                 "reloaded {} handlers ({} faulted)",
                 catalog.len(),
                 catalog.faulted.len()
             );
+            if !applied {
+                summary.push_str("; a read that started later was already in effect");
+            }
             succeeded(result, summary)
         }
         Err(error) => {
@@ -175,32 +161,4 @@ pub async fn reload(plugin: &Plugin) -> ExecuteJobResponse {
             ))
         }
     }
-}
-
-/// Writes `handler:faulted` for handlers whose declarations cannot be read, in the background:
-/// a slow host must not hold up Initialize or a reload.
-pub fn record_faults(link: HostLink, plugin: String, faults: Vec<(String, String)>) {
-    if faults.is_empty() {
-        return;
-    }
-    tokio::spawn(async move {
-        for (key, reason) in faults {
-            let attributes = json!({"plugin": plugin, "handler": key, "reason": reason});
-            let command = AttestationCommand {
-                subjects: vec![key.clone()],
-                predicates: vec![discovery::FAULTED.into()],
-                contexts: vec![plugin.clone()],
-                attributes: attributes.as_object().map(crate::host::values::to_struct),
-                source: plugin.clone(),
-                source_version: VERSION.into(),
-                ..Default::default()
-            };
-            match link.attest(command).await {
-                Ok(_) => tracing::warn!(handler = %key, %reason, "handler faulted"),
-                Err(error) => {
-                    tracing::warn!(handler = %key, %error, "could not record the handler's fault")
-                }
-            }
-        }
-    });
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::deadline::CallDeadline;
 use super::execution::Execution;
 use super::{handler_jobs, upstream_from_value, Plugin, Program};
 use crate::catalog::naming::{self, Route};
@@ -24,13 +25,13 @@ struct ScriptPayload {
 pub async fn execute_job(
     plugin: &Plugin,
     request: ExecuteJobRequest,
-    call_deadline: Option<Duration>,
+    call_deadline: Option<CallDeadline>,
 ) -> ExecuteJobResponse {
+    // The job's own limit; the caller's deadline, when it leaves less, binds instead.
     let timeout = request
         .timeout_secs
         .filter(|secs| *secs > 0)
-        .map(|secs| Duration::from_secs(secs as u64).min(crate::config::MAX_TIMEOUT))
-        .or(call_deadline);
+        .map(|secs| Duration::from_secs(secs as u64).min(crate::config::MAX_TIMEOUT));
     let catalog = plugin.catalog();
     let known = |key: &str| catalog.handlers.contains_key(key) || catalog.faulted.contains_key(key);
     let program = match naming::route(&plugin.name, &request.handler_name, known) {
@@ -52,7 +53,7 @@ pub async fn execute_job(
         Ok(program) => program,
         Err(error) => return failure(error),
     };
-    match plugin.execute(program, timeout).await {
+    match plugin.execute_within(program, timeout, call_deadline).await {
         Ok(execution) => answer(execution),
         Err(error) => failure(error.to_string()),
     }

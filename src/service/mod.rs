@@ -8,20 +8,20 @@ pub mod http;
 mod jobs;
 pub mod python;
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, LiveCatalog};
 use crate::config::Settings;
 use crate::environments::{Environments, RouteError};
 use crate::host::HostLink;
 use crate::ipc::{HandlerEntry, HostAccess};
-use crate::pool::{PoolError, RunSpec};
-use execution::Execution;
+use crate::pool::{PoolError, RunOutcome, RunSpec};
+use deadline::CallDeadline;
+use execution::{seconds, Execution};
 
 pub struct Plugin {
     pub name: String,
@@ -30,11 +30,9 @@ pub struct Plugin {
     pub settings: RwLock<Settings>,
     /// The link to the host's services, from the latest Initialize.
     pub host: RwLock<Option<HostLink>>,
-    pub catalog: RwLock<Arc<Catalog>>,
-    /// Serialises catalog reloads and holds the schedule ids they learned.
-    pub schedule_ids: tokio::sync::Mutex<HashMap<String, String>>,
-    /// Whether a catalog read ever succeeded (until then a failed read fails Initialize).
-    pub catalog_read: std::sync::atomic::AtomicBool,
+    /// The handler catalog in effect; Initialize and reloads change it only through
+    /// `LiveCatalog::refresh`.
+    pub catalog: LiveCatalog,
     pub shutdown: CancellationToken,
 }
 
@@ -62,9 +60,7 @@ impl Plugin {
             environments,
             settings: RwLock::new(Settings::default()),
             host: RwLock::new(None),
-            catalog: RwLock::new(Arc::new(Catalog::default())),
-            schedule_ids: tokio::sync::Mutex::new(HashMap::new()),
-            catalog_read: std::sync::atomic::AtomicBool::new(false),
+            catalog: LiveCatalog::default(),
             shutdown,
         })
     }
@@ -84,11 +80,7 @@ impl Plugin {
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
-        Arc::clone(&self.catalog.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    pub fn set_catalog(&self, catalog: Catalog) {
-        *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(catalog);
+        self.catalog.current()
     }
 
     /// What a worker needs to reach the host for the `qntx` API.
@@ -115,6 +107,18 @@ impl Plugin {
         program: Program,
         timeout: Option<Duration>,
     ) -> Result<Execution, PoolError> {
+        self.execute_within(program, timeout, None).await
+    }
+
+    /// [`Plugin::execute`] for a caller with a gRPC deadline: the run's limit is `timeout` or
+    /// what the deadline leaves it, whichever is less (the deadline alone replaces the default),
+    /// and the caller is answered by the deadline whatever the run is doing (see deadline.rs).
+    pub async fn execute_within(
+        &self,
+        program: Program,
+        timeout: Option<Duration>,
+        deadline: Option<CallDeadline>,
+    ) -> Result<Execution, PoolError> {
         let environment = match self
             .environments
             .route(&program.code, program.env.as_deref())
@@ -124,13 +128,20 @@ impl Plugin {
             Err(error) => return Ok(Execution::failed(error.to_string())),
         };
         let settings = self.settings();
+        let (limit, binding) = match (timeout, deadline.map(|d| (d, d.run_limit()))) {
+            (Some(timeout), Some((deadline, left))) if left < timeout => (left, Some(deadline)),
+            (Some(timeout), _) => (timeout, None),
+            (None, Some((deadline, left))) => (left, Some(deadline)),
+            (None, None) => (settings.timeout, None),
+        };
         let spec = RunSpec {
             code: program.code,
             filename: program.filename,
             upstream_json: program.upstream_json,
             glyph_id: program.glyph_id,
             max_output_bytes: settings.max_output_bytes,
-            timeout: timeout.unwrap_or(settings.timeout),
+            timeout: limit,
+            stop_by: deadline.map(|d| d.stop_by()),
             memory_limit_bytes: settings.memory_limit_bytes,
             max_processes: settings.max_processes,
             python_paths: settings.python_paths.clone(),
@@ -138,13 +149,38 @@ impl Plugin {
             host: self.host_access(),
         };
         let started = Instant::now();
-        let outcome = environment.pool.run(spec).await?;
+        let run = environment.pool.run(spec);
+        let outcome = match deadline {
+            None => run.await?,
+            // Dropping the run cancels it: a queued one never starts, a running one is stopped.
+            Some(deadline) => match tokio::time::timeout_at(deadline.answer_by().into(), run).await
+            {
+                Ok(outcome) => outcome?,
+                Err(_) => {
+                    let mut execution = Execution::failed(format!(
+                        "no answer within the caller's gRPC deadline of {}: the run was still \
+                         waiting for a worker, or had not stopped after its interrupt; it was \
+                         cancelled",
+                        seconds(deadline.within())
+                    ));
+                    execution.duration_ms = started.elapsed().as_millis() as u64;
+                    return Ok(execution);
+                }
+            },
+        };
         environment.pool.check_packages_once();
-        Ok(Execution::from_outcome(
-            outcome,
-            started.elapsed(),
-            settings.max_output_bytes,
-        ))
+        let timed_out = matches!(outcome, RunOutcome::TimedOut { .. });
+        let mut execution =
+            Execution::from_outcome(outcome, started.elapsed(), settings.max_output_bytes);
+        if let (true, Some(deadline), Some(error)) = (timed_out, binding, &mut execution.error) {
+            error.push_str(&format!(
+                " (the limit is the caller's gRPC deadline of {}, less {} to stop the program \
+                 and answer in time)",
+                seconds(deadline.within()),
+                seconds(deadline.margin())
+            ));
+        }
+        Ok(execution)
     }
 }
 

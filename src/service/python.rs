@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{deadline, parse_upstream, Plugin, Program};
+use super::deadline::CallDeadline;
+use super::{parse_upstream, Plugin, Program};
 use crate::proto::python_service_server::PythonService;
 use crate::proto::{PythonExecuteRequest, PythonExecuteResponse};
 
@@ -24,7 +25,7 @@ impl PythonService for PythonApi {
         &self,
         request: Request<PythonExecuteRequest>,
     ) -> Result<Response<PythonExecuteResponse>, Status> {
-        let timeout = deadline::from_metadata(request.metadata());
+        let deadline = CallDeadline::from_metadata(request.metadata());
         let request = request.into_inner();
         if request.code.trim().is_empty() {
             return Err(Status::invalid_argument(
@@ -41,7 +42,7 @@ impl PythonService for PythonApi {
             handler: None,
             env: None,
         };
-        let execution = self.plugin.execute(program, timeout).await?;
+        let execution = self.plugin.execute_within(program, None, deadline).await?;
         Ok(Response::new(PythonExecuteResponse {
             success: execution.success,
             output: execution.stdout.clone(),

@@ -15,6 +15,7 @@
 mod capture;
 mod child;
 mod host_bridge;
+mod interpreter;
 mod interrupt;
 mod runtime;
 mod template;

@@ -62,7 +62,7 @@ fn load<'py>(py: Python<'py>, name: &str, source: &str) -> PyResult<Bound<'py, P
 impl Runtime {
     /// Initialises CPython on the calling (main) thread and loads the plugin's modules.
     pub fn start(environment: &str) -> Result<Self, String> {
-        Python::initialize();
+        super::interpreter::initialize().map_err(|e| e.to_string())?;
         Python::attach(|py| {
             let start = || -> PyResult<Self> {
                 host_bridge::register(py)?;

@@ -73,6 +73,11 @@ struct Store {
     received: Vec<Received>,
     crashes: Vec<String>,
     delay: Duration,
+    /// Set by `hold_next_stream`: (tell the test it arrived, wait for the release).
+    held_stream: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    )>,
 }
 
 impl Store {
@@ -246,7 +251,7 @@ impl FakeHost {
             queue,
             schedule,
             fetch,
-            auth_token: token.to_owned(),
+            auth_token: token.into(),
         };
         FakeHost {
             shared,
@@ -269,6 +274,19 @@ impl FakeHost {
     /// Delays every answer (to exercise deadlines).
     pub fn set_delay(&self, delay: Duration) {
         self.shared.lock().delay = delay;
+    }
+
+    /// Holds the answer to the next `GetAttestationsStream` call: the store is read when the
+    /// call arrives, as always, but nothing is sent until [`HeldStream::release`]. So a test can
+    /// make a catalog read that started earlier end later.
+    pub fn hold_next_stream(&self) -> HeldStream {
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        self.shared.lock().held_stream = Some((arrived_tx, release_rx));
+        HeldStream {
+            arrived: Some(arrived),
+            release,
+        }
     }
 
     /// Stores an attestation as given (actors included). An empty id, `created_at` or
@@ -344,6 +362,29 @@ impl FakeHost {
             crashes.is_empty(),
             "requests that crash the real host: {crashes:?}"
         );
+    }
+}
+
+/// A `GetAttestationsStream` answer held back (see [`FakeHost::hold_next_stream`]).
+pub struct HeldStream {
+    arrived: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+impl HeldStream {
+    /// Waits until the held call has arrived and its snapshot of the store is taken.
+    pub async fn arrived(&mut self) {
+        if let Some(arrived) = self.arrived.take() {
+            tokio::time::timeout(Duration::from_secs(10), arrived)
+                .await
+                .expect("the held stream call arrives within 10 s")
+                .expect("the fake host is running");
+        }
+    }
+
+    /// Sends the held answer.
+    pub fn release(self) {
+        let _ = self.release.send(());
     }
 }
 

@@ -130,7 +130,14 @@ impl AtsStoreService for Ats {
         if !valid {
             return Err(Status::unauthenticated(BAD_TOKEN));
         }
-        let attestations = self.0.lock().select(&filter);
+        let (attestations, held) = {
+            let mut store = self.0.lock();
+            (store.select(&filter), store.held_stream.take())
+        };
+        if let Some((arrived, release)) = held {
+            let _ = arrived.send(());
+            let _ = release.await;
+        }
         let stream = tokio_stream::iter(attestations.into_iter().map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -30,6 +30,8 @@ pub struct Launch {
     pub executable_name: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Variables removed from the inherited environment.
+    pub env_removed: Vec<String>,
 }
 
 impl Default for Launch {
@@ -38,6 +40,7 @@ impl Default for Launch {
             executable_name: "qntx-python-plugin".into(),
             args: vec!["--port".into(), "0".into()],
             env: Vec::new(),
+            env_removed: Vec::new(),
         }
     }
 }
@@ -57,6 +60,10 @@ impl Launch {
     }
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.into());
         self
     }
 }
@@ -100,6 +107,9 @@ impl Plugin {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        for key in &launch.env_removed {
+            command.env_remove(key);
+        }
         for (key, value) in &launch.env {
             command.env(key, value);
         }
@@ -184,6 +194,23 @@ impl Plugin {
     pub fn log_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
+
+    /// The log lines once one contains `needle` (the reader thread may not have read it yet
+    /// when the event it reports is already visible elsewhere), waiting up to 10 s.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.log_lines();
+            if lines.iter().any(|l| l.contains(needle)) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Plugin {
@@ -203,7 +230,7 @@ pub fn initialize_request(
         queue_endpoint: endpoints.queue.clone(),
         schedule_endpoint: endpoints.schedule.clone(),
         fetch_endpoint: endpoints.fetch.clone(),
-        auth_token: endpoints.auth_token.clone(),
+        auth_token: endpoints.auth_token.expose().to_owned(),
         config: config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

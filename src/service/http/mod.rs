@@ -14,6 +14,7 @@ pub mod standalone;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::deadline::CallDeadline;
 use super::Plugin;
 use crate::proto::{HttpHeader, HttpRequest, HttpResponse, RouteInfo};
 
@@ -30,6 +31,8 @@ pub struct Request<'a> {
     /// The path, query string included (as the host forwards it).
     pub path: &'a str,
     pub body: &'a [u8],
+    /// The caller's gRPC deadline on `HandleHTTP`, if it set one: runs end in time to answer.
+    pub deadline: Option<CallDeadline>,
 }
 
 /// An answer, before it is turned into the door's own response type.
@@ -220,10 +223,14 @@ pub async fn route(plugin: &Plugin, door: Door, request: Request<'_>) -> Reply {
     let get = method == "GET" || method == "HEAD";
     match path {
         "/execute" | glyph::RUN_PATH if method == "POST" => {
-            run::execute(plugin, request.body).await
+            run::execute(plugin, request.body, request.deadline).await
         }
-        "/evaluate" if method == "POST" => run::evaluate(plugin, request.body).await,
-        "/execute-file" if method == "POST" => run::execute_file(plugin, request.body).await,
+        "/evaluate" if method == "POST" => {
+            run::evaluate(plugin, request.body, request.deadline).await
+        }
+        "/execute-file" if method == "POST" => {
+            run::execute_file(plugin, request.body, request.deadline).await
+        }
         "/version" if get => environments::version(plugin),
         "/modules" if get || method == "POST" => {
             packages::modules(plugin, request.path, request.body).await
@@ -255,7 +262,11 @@ pub async fn route(plugin: &Plugin, door: Door, request: Request<'_>) -> Reply {
 }
 
 /// `HandleHTTP`: the host's door.
-pub async fn handle(plugin: &Plugin, request: HttpRequest) -> HttpResponse {
+pub async fn handle(
+    plugin: &Plugin,
+    request: HttpRequest,
+    deadline: Option<CallDeadline>,
+) -> HttpResponse {
     let reply = route(
         plugin,
         Door::Host,
@@ -263,6 +274,7 @@ pub async fn handle(plugin: &Plugin, request: HttpRequest) -> HttpResponse {
             method: &request.method,
             path: &request.path,
             body: &request.body,
+            deadline,
         },
     )
     .await;

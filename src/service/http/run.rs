@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{parse_object, Reply};
+use crate::service::deadline::CallDeadline;
 use crate::service::{upstream_from_value, Plugin, Program};
 
 /// A file given to `/execute-file` larger than this is refused rather than read.
@@ -52,7 +53,7 @@ fn timeout(secs: Option<f64>) -> Result<Option<Duration>, Reply> {
     }
 }
 
-pub async fn execute(plugin: &Plugin, body: &[u8]) -> Reply {
+pub async fn execute(plugin: &Plugin, body: &[u8], deadline: Option<CallDeadline>) -> Reply {
     let body: ExecuteBody = match parse_object(body) {
         Ok(body) => body,
         Err(reply) => return reply,
@@ -72,10 +73,10 @@ pub async fn execute(plugin: &Plugin, body: &[u8]) -> Reply {
         handler: None,
         env: chosen(body.env),
     };
-    run(plugin, program, timeout).await
+    run(plugin, program, timeout, deadline).await
 }
 
-pub async fn evaluate(plugin: &Plugin, body: &[u8]) -> Reply {
+pub async fn evaluate(plugin: &Plugin, body: &[u8], deadline: Option<CallDeadline>) -> Reply {
     let (expr, env) = match parse_object::<EvaluateBody>(body) {
         Ok(EvaluateBody {
             expr: Some(expr),
@@ -93,13 +94,13 @@ pub async fn evaluate(plugin: &Plugin, body: &[u8]) -> Reply {
         handler: None,
         env: chosen(env),
     };
-    run(plugin, program, None).await
+    run(plugin, program, None, deadline).await
 }
 
 /// Runs a file on the plugin's machine as it is. This gives a caller nothing `/execute` does
 /// not (any code can read any file the plugin can), so it needs no extra guard; tracebacks name
 /// the file, and a `# py:<env>` line in it routes it like any program.
-pub async fn execute_file(plugin: &Plugin, body: &[u8]) -> Reply {
+pub async fn execute_file(plugin: &Plugin, body: &[u8], deadline: Option<CallDeadline>) -> Reply {
     let body: ExecuteFileBody = match parse_object(body) {
         Ok(body) => body,
         Err(reply) => return reply,
@@ -124,7 +125,7 @@ pub async fn execute_file(plugin: &Plugin, body: &[u8]) -> Reply {
         handler: None,
         env: chosen(body.env),
     };
-    run(plugin, program, timeout).await
+    run(plugin, program, timeout, deadline).await
 }
 
 async fn read_program(path: &str) -> Result<String, String> {
@@ -158,8 +159,13 @@ fn failed_run(reason: String) -> Value {
     })
 }
 
-async fn run(plugin: &Plugin, program: Program, timeout: Option<Duration>) -> Reply {
-    match plugin.execute(program, timeout).await {
+async fn run(
+    plugin: &Plugin,
+    program: Program,
+    timeout: Option<Duration>,
+    deadline: Option<CallDeadline>,
+) -> Reply {
+    match plugin.execute_within(program, timeout, deadline).await {
         Ok(execution) => {
             let status = if execution.success { 200 } else { 400 };
             Reply::json(

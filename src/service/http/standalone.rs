@@ -82,6 +82,7 @@ async fn answer(plugin: &Plugin, request: HttpRequest<Incoming>) -> Response<Ful
                     method: &method,
                     path: &path,
                     body: &body,
+                    deadline: None,
                 },
             )
             .await
