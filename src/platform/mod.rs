@@ -5,19 +5,21 @@
 //! - **pipes** with close-on-exec set ([`pipe`]): `pipe2` does not exist on macOS;
 //! - **parent death** ([`in_child_before_exec`]): a worker must not outlive its supervisor. The
 //!   portable mechanism is the worker's interrupt socket: when the supervisor dies, the kernel
-//!   closes its end and the worker's listener thread ends the process (`worker::run`). On Linux
-//!   the worker also gets `PR_SET_PDEATHSIG`, so the kernel kills it even before that thread
-//!   runs. [`SpawnGuard`] keeps the mechanism sound on macOS, where sockets cannot be created
+//!   closes its end and the worker's poll loop ends the process (`worker::template`). On Linux
+//!   the worker also gets `PR_SET_PDEATHSIG`, so the kernel kills it even before that loop
+//!   notices. [`SpawnGuard`] keeps the mechanism sound on macOS, where sockets cannot be created
 //!   close-on-exec atomically;
 //! - **signal waiting** ([`discard_pending`]): `sigtimedwait` does not exist on macOS;
 //! - **what a worker's processes use and which it runs** ([`ProcessTree`], [`running_children`]):
 //!   `/proc` on Linux, `libproc` on macOS;
 //! - **killing a worker with everything it started** ([`ProcessTree::kill`]).
 //!
-//! [`ProcessTree`] is the seam for containment: today a tree is a process group (its leader is
-//! the worker), which a program can leave with `setsid`. A Linux cgroup per worker (memory of
-//! the whole tree, `cgroup.kill`) and a child subreaper in the worker belong behind it and
-//! behind [`in_child_before_exec`], without changing their callers.
+//! [`ProcessTree`] is the seam for containment: a tree is a worker (a template that forks a
+//! process per run) and everything below it, found by parent links ([`descendants`]). The
+//! template is a child subreaper on Linux ([`become_subreaper`]), so a process of a run that
+//! left its session and lost its parent is still below it; a run's limits are summed over the
+//! tree ([`ProcessTree::run_usage`]). A cgroup per worker (kernel-enforced `memory.max`,
+//! `pids.max`, `cgroup.kill`) would belong behind the same seam where one is writable.
 
 use std::os::fd::OwnedFd;
 
@@ -101,6 +103,11 @@ pub fn thread_count(pid: i32) -> Option<u32> {
 /// Sends SIGINT to the main thread of `pid` (Linux; the process on macOS).
 pub fn interrupt_main_thread(pid: i32) {
     os::interrupt_main_thread(pid)
+}
+
+/// Direct children of `pid`, zombies included.
+pub fn children(pid: i32) -> Vec<i32> {
+    os::children_of(pid)
 }
 
 /// Most processes [`descendants`] lists: a fork bomb must not make the walk itself unbounded.

@@ -37,7 +37,8 @@ struct RunProcess {
 
 /// How a supervised request ended.
 enum Ended {
-    Answered(FromWorker),
+    /// With the pid of the process if it is not reaped yet (else 0).
+    Answered(FromWorker, i32),
     /// The process died first; it has been reaped.
     Died(String),
 }
@@ -47,6 +48,10 @@ pub struct Template<'a> {
     work: UnixStream,
     interrupts: UnixStream,
     spare: Option<RunProcess>,
+    /// The last run's process, killed but not yet reaped (0: none).
+    finished: i32,
+    /// Processes killed and left to the kernel to tear down; reaped when done.
+    exiting: Vec<i32>,
     pid: i32,
 }
 
@@ -103,6 +108,8 @@ impl<'a> Template<'a> {
             work,
             interrupts,
             spare: None,
+            finished: 0,
+            exiting: Vec::new(),
             pid: std::process::id() as i32,
         })
     }
@@ -130,15 +137,19 @@ impl<'a> Template<'a> {
                 poll_fd(self.interrupts.as_raw_fd()),
             ];
             wait(&mut fds, None).map_err(WorkerError::Template)?;
-            if fds[1].revents != 0 {
-                match ipc::read_blocking::<ToWorker>(&mut self.interrupts) {
-                    // For a run that has already ended.
-                    Ok(ToWorker::Interrupt { .. } | ToWorker::Kill { .. }) => {}
-                    Ok(other) => tracing::error!(?other, "only interrupts and kills belong there"),
-                    Err(_) => return Ok(()), // the supervisor is gone
-                }
-            }
+            // A request first: an interrupt sent right after it is for that run, and is read
+            // while the run is supervised.
             if fds[0].revents == 0 {
+                if fds[1].revents != 0 {
+                    match ipc::read_blocking::<ToWorker>(&mut self.interrupts) {
+                        // For a run that has already ended.
+                        Ok(ToWorker::Interrupt { .. } | ToWorker::Kill { .. }) => {}
+                        Ok(other) => {
+                            tracing::error!(?other, "only interrupts and kills belong there")
+                        }
+                        Err(_) => return Ok(()), // the supervisor is gone
+                    }
+                }
                 continue;
             }
             let request = match ipc::read_blocking::<ToWorker>(&mut self.work) {
@@ -150,6 +161,11 @@ impl<'a> Template<'a> {
                 continue;
             };
             ipc::write_blocking(&mut self.work, &reply)?;
+            // The next run's process first, so it warms up while the last run's are reaped.
+            match self.fork() {
+                Ok(spare) => self.spare = Some(spare),
+                Err(error) => tracing::error!(%error, "cannot fork a spare run process"),
+            }
             self.clean_up();
         }
     }
@@ -213,6 +229,8 @@ impl<'a> Template<'a> {
             stdout: CapturedStream::default(),
             stderr: CapturedStream::default(),
         };
+        // Torn down by now, usually: they must not count against this run's limits.
+        self.exiting.retain(|pid| try_reap(*pid).is_none());
         let mut process = match self.spare.take() {
             Some(process) => process,
             None => match self.fork() {
@@ -232,7 +250,10 @@ impl<'a> Template<'a> {
         }
         let pid = process.pid;
         Ok(Some(match self.supervise(process, run_id)? {
-            Ended::Answered(answer) => answer,
+            Ended::Answered(answer, unreaped) => {
+                self.finished = unreaped;
+                answer
+            }
             Ended::Died(cause) => {
                 tracing::debug!(pid, %cause, "a run's process died");
                 died(cause)
@@ -273,7 +294,8 @@ impl<'a> Template<'a> {
             if fds[1].revents != 0 {
                 socket_open = receive(&mut process.socket, &mut received);
                 if let Some(answer) = self.take_answer(&mut process, &mut received, run_id) {
-                    return Ok(Ended::Answered(self.with_output(process, answer)));
+                    let pid = process.pid;
+                    return Ok(Ended::Answered(self.with_output(process, answer), pid));
                 }
             }
             if fds[0].revents != 0 {
@@ -293,10 +315,13 @@ impl<'a> Template<'a> {
                 }
             }
             if let Some(status) = try_reap(process.pid) {
+                // Reaped: its pid may be reused from now on, so it must not be signalled.
+                process.pid = 0;
                 // The answer may be in the socket still (written just before it exited).
                 while socket_open && receive(&mut process.socket, &mut received) {}
                 if let Some(answer) = self.take_answer(&mut process, &mut received, run_id) {
-                    return Ok(Ended::Answered(self.with_output(process, answer)));
+                    let pid = process.pid;
+                    return Ok(Ended::Answered(self.with_output(process, answer), pid));
                 }
                 let cause = died_cause(status);
                 return Ok(Ended::Died(cause));
@@ -353,26 +378,44 @@ impl<'a> Template<'a> {
     }
 
     /// Kills and reaps every process the last run left, including those that left its session
-    /// (`setsid`): as the subreaper, the template inherits each orphan, so repeating "kill all
-    /// descendants, reap one" until none is left reaches them all. No spare exists yet here.
+    /// (`setsid`): as the subreaper, the template inherits each orphan once its parent is
+    /// reaped, so repeating "kill every child but the spare, reap them" until none is left
+    /// reaches them all.
+    ///
+    /// The common case costs no wait: a run's own process that started nothing is killed (a
+    /// process with a kill pending can no longer fork) and reaped later, once the kernel has
+    /// torn it down, instead of the next run waiting for that.
     fn clean_up(&mut self) {
+        let finished = std::mem::take(&mut self.finished);
+        if finished > 0 {
+            kill(finished);
+            if platform::children(finished).is_empty() {
+                self.exiting.push(finished);
+            }
+        }
+        self.exiting.retain(|pid| try_reap(*pid).is_none());
         let started = Instant::now();
         loop {
-            for pid in platform::descendants(self.pid) {
+            let spare = self.spare.as_ref().map_or(0, |s| s.pid);
+            let left: Vec<i32> = platform::children(self.pid)
+                .into_iter()
+                .filter(|pid| *pid != spare && !self.exiting.contains(pid))
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            for &pid in &left {
+                for below in platform::descendants(pid) {
+                    kill(below);
+                }
                 kill(pid);
             }
-            let mut status = 0;
-            // SAFETY: waits for any child of ours; `status` is ours.
-            let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
-            if reaped < 0 {
-                let error = std::io::Error::last_os_error();
-                match error.raw_os_error() {
-                    Some(libc::ECHILD) => return,
-                    Some(libc::EINTR) => continue,
-                    _ => {
-                        tracing::error!(%error, "cannot reap a run's processes");
-                        return;
-                    }
+            for pid in left {
+                let mut status = 0;
+                // SAFETY: waits for a child of ours that was just killed; `status` is ours.
+                while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                {
                 }
             }
             if started.elapsed() > CLEANUP_LIMIT {
