@@ -70,7 +70,7 @@ fn a_worker_ends_itself_when_its_supervisor_goes_away_mid_run() {
             panic!("the worker still ran 20 s after its supervisor went away");
         }
     };
-    // Exit status 0 is the listener's own `_exit(0)`, not a crash or a signal.
+    // Exit status 0 is the worker's own ordinary end, not a crash or a signal.
     assert_eq!(
         (status.code(), status.signal()),
         (Some(0), None),

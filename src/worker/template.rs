@@ -157,8 +157,13 @@ impl<'a> Template<'a> {
                 Err(ipc::FrameError::Closed) => return Ok(()),
                 Err(error) => return Err(error.into()),
             };
-            let Some(reply) = self.handle(request)? else {
-                continue;
+            let reply = match self.handle(request) {
+                Ok(Some(reply)) => reply,
+                Ok(None) => continue,
+                // The supervisor went away mid-run (the run's processes are killed): an
+                // ordinary end.
+                Err(WorkerError::Frame(ipc::FrameError::Closed)) => return Ok(()),
+                Err(error) => return Err(error),
             };
             ipc::write_blocking(&mut self.work, &reply)?;
             // The next run's process first, so it warms up while the last run's are reaped.
