@@ -284,16 +284,24 @@ fn refusal(name: &str, path: &std::path::Path, embedded: &str) -> Option<String>
 
 /// The version of the libpython this binary is linked with, e.g. `3.11.7`.
 pub fn embedded_python() -> String {
-    // SAFETY: Py_GetVersion only formats compile-time constants into a static buffer; it is one
-    // of the calls CPython documents as safe before the interpreter is initialised, and nothing
-    // here initialises it (the supervisor never runs Python).
-    let version = unsafe { std::ffi::CStr::from_ptr(pyo3::ffi::Py_GetVersion()) };
-    version
-        .to_string_lossy()
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    // Py_GetVersion formats into one static buffer on every call, so two threads calling it at
+    // once can read each other's half-written text: read it once per process.
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            // SAFETY: Py_GetVersion only formats compile-time constants into a static buffer;
+            // it is one of the calls CPython documents as safe before the interpreter is
+            // initialised (the supervisor never initialises it), and the OnceLock keeps any
+            // other thread from calling it meanwhile.
+            let version = unsafe { std::ffi::CStr::from_ptr(pyo3::ffi::Py_GetVersion()) };
+            version
+                .to_string_lossy()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .clone()
 }
 
 #[cfg(test)]
