@@ -165,6 +165,16 @@ impl ProcessTree {
         }
     }
 
+    /// Kills every process below the leader, not the leader itself (a worker's template lives
+    /// on while the run's processes go).
+    pub fn kill_below(&self) {
+        if self.leader.as_raw() > 0 {
+            for pid in descendants(self.leader.as_raw()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
     /// The processes below the leader (the runs' processes, not the template itself) and the
     /// memory they use together, as [`ProcessTree::memory_bytes`] counts it for each.
     pub fn run_usage(&self) -> TreeUsage {

@@ -175,9 +175,18 @@ impl WorkerProcess {
         self.tree.run_usage()
     }
 
-    /// Asks the worker to kill the process running `run_id` and everything it started.
+    /// Asks the worker to kill the process running `run_id` and everything it started; the
+    /// worker reaps them and answers for the run.
     pub async fn kill_run(&mut self, run_id: u64) -> Result<(), FrameError> {
         ipc::write_async(&mut self.interrupts, &ToWorker::Kill { run_id }).await
+    }
+
+    /// Kills every process below the worker's template at once, for a run over its memory or
+    /// process limit: a worker slowed down (a machine short of memory) must not let such a run
+    /// go on meanwhile. Only that run's processes are below the template while it runs (the
+    /// next spare is forked after its answer; the template checks its spare before use).
+    pub fn kill_run_processes(&self) {
+        self.tree.kill_below();
     }
 
     /// Kills the worker and everything it started.

@@ -22,8 +22,9 @@ pub(super) struct Slot {
     permit: Option<Permit>,
 }
 
-/// How long the worker has to report a run's process killed before the whole worker is.
-const KILL_WAIT: Duration = Duration::from_secs(2);
+/// How long the worker has to report a run's processes killed before the whole worker is
+/// (generous: tearing down a large process on a machine short of memory takes a while).
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the supervisor interrupted a run.
 #[derive(Clone, Copy)]
@@ -375,6 +376,9 @@ impl Slot {
                     if let Some(cause) = self.limits_exceeded(spec.memory_limit_bytes, spec.max_processes) {
                         tracing::debug!(slot = self.index, %cause, "a run went over a limit");
                         killing = Some((KillReason::Limit(cause), Instant::now()));
+                        if let Some(worker) = self.worker.as_ref() {
+                            worker.kill_run_processes();
+                        }
                         self.send_kill(run_id).await;
                     }
                 }

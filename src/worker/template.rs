@@ -236,7 +236,12 @@ impl<'a> Template<'a> {
         };
         // Torn down by now, usually: they must not count against this run's limits.
         self.exiting.retain(|pid| try_reap(*pid).is_none());
-        let mut process = match self.spare.take() {
+        // A spare that died while waiting (killed from outside) is replaced, not handed a run.
+        let spare = self
+            .spare
+            .take()
+            .filter(|spare| try_reap(spare.pid).is_none());
+        let mut process = match spare {
             Some(process) => process,
             None => match self.fork() {
                 Ok(process) => process,
@@ -322,8 +327,11 @@ impl<'a> Template<'a> {
             if let Some(status) = try_reap(process.pid) {
                 // Reaped: its pid may be reused from now on, so it must not be signalled.
                 process.pid = 0;
-                // The answer may be in the socket still (written just before it exited).
-                while socket_open && receive(&mut process.socket, &mut received) {}
+                // The answer may be in the socket still (written just before it exited). One
+                // read until empty: processes it forked may hold the socket open.
+                if socket_open {
+                    receive(&mut process.socket, &mut received);
+                }
                 if let Some(answer) = self.take_answer(&mut process, &mut received, run_id) {
                     let pid = process.pid;
                     return Ok(Ended::Answered(self.with_output(process, answer), pid));
