@@ -188,7 +188,12 @@ async fn a_bounded_fork_bomb_fails_its_run_at_the_process_limit() {
     );
 
     let response = execute(&mut client, "import os\nlen(os.listdir('/proc/self/task'))").await;
-    assert_eq!(result_object(&response)["result"], json!(1));
+    assert_eq!(
+        result_object(&response)["result"],
+        json!(1),
+        "{}",
+        response.error
+    );
     assert_eq!(health_detail(&plugin, "worker_restarts").await, "0");
 }
 

@@ -298,7 +298,9 @@ impl Slot {
 
         let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
-        let mut memory_check = tokio::time::interval(MEMORY_POLL);
+        // The first check after one period: an interval's first tick is immediate.
+        let mut memory_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + MEMORY_POLL, MEMORY_POLL);
         let mut interrupted: Option<(InterruptReason, Instant)> = None;
         let mut killing: Option<(KillReason, Instant)> = None;
         loop {

@@ -165,13 +165,11 @@ impl<'a> Template<'a> {
                 Err(WorkerError::Frame(ipc::FrameError::Closed)) => return Ok(()),
                 Err(error) => return Err(error),
             };
-            ipc::write_blocking(&mut self.work, &reply)?;
-            // The next run's process first, so it warms up while the last run's are reaped.
-            match self.fork() {
-                Ok(spare) => self.spare = Some(spare),
-                Err(error) => tracing::error!(%error, "cannot fork a spare run process"),
-            }
+            // Before the answer: when the supervisor has it, nothing of the run is left (and
+            // nothing of it counts against the next run's limits).
             self.clean_up();
+            ipc::write_blocking(&mut self.work, &reply)?;
+            // The next spare is forked at the top of the loop, while the answer travels.
         }
     }
 
