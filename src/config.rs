@@ -21,8 +21,11 @@ pub struct Settings {
     pub timeout: Duration,
     /// Bytes kept per output stream per run.
     pub max_output_bytes: usize,
-    /// Resident memory a worker may use before it is killed (None = unlimited).
+    /// Resident memory a run's processes (the worker and all it started) may use before they
+    /// are killed (None = unlimited).
     pub memory_limit_bytes: Option<u64>,
+    /// Processes a run may have besides its worker (None = unlimited).
+    pub max_processes: Option<usize>,
     /// Directories put at the front of `sys.path` for each run, first listed searched first.
     pub python_paths: Vec<String>,
 }
@@ -33,6 +36,7 @@ impl Default for Settings {
             timeout: Duration::from_secs(30),
             max_output_bytes: 1024 * 1024,
             memory_limit_bytes: Some(2048 * 1024 * 1024),
+            max_processes: Some(64),
             python_paths: Vec::new(),
         }
     }
@@ -78,9 +82,16 @@ const SCHEMA: &[Field] = &[
     Field {
         key: "memory_limit_mb",
         kind: "number",
-        description: "Resident memory a worker may use, in MiB; a worker above it is killed and its run fails naming the limit. 0 means no limit.",
+        description: "Resident memory a run may use, in MiB: its worker and every process the run started, summed; over it they are killed and the run fails naming the limit. 0 means no limit.",
         default: "2048",
         range: Some((0.0, 1_048_576.0)),
+    },
+    Field {
+        key: "max_processes",
+        kind: "number",
+        description: "Processes a run may start (all of its subprocesses together, at any one time); a run over it is stopped with its worker and fails naming the limit, so a fork bomb fails the run instead of the machine. 0 means no limit.",
+        default: "64",
+        range: Some((0.0, 65_536.0)),
     },
     Field {
         key: "python_paths",
@@ -154,6 +165,11 @@ impl Settings {
             Some(0.0) => None,
             Some(mb) => Some((mb * 1024.0 * 1024.0) as u64),
         };
+        let max_processes = match number(config, "max_processes")? {
+            None => defaults.max_processes,
+            Some(0.0) => None,
+            Some(n) => Some(n as usize),
+        };
         let python_paths = config
             .get("python_paths")
             .map(|paths| {
@@ -169,6 +185,7 @@ impl Settings {
             timeout,
             max_output_bytes,
             memory_limit_bytes,
+            max_processes,
             python_paths,
         })
     }
@@ -207,6 +224,7 @@ mod tests {
             ("timeout_secs", "5"),
             ("max_output_bytes", "2048"),
             ("memory_limit_mb", "0"),
+            ("max_processes", "16"),
             ("python_paths", "/a:/b"),
         ]))
         .unwrap();
@@ -216,9 +234,10 @@ mod tests {
                 timeout: Duration::from_secs(5),
                 max_output_bytes: 2048,
                 memory_limit_bytes: None,
+                max_processes: Some(16),
                 python_paths: vec!["/a".into(), "/b".into()],
             }
         );
-        assert_eq!(schema().len(), 4);
+        assert_eq!(schema().len(), 5);
     }
 }

@@ -197,6 +197,7 @@ async fn health_schema_glyphs_and_unimplemented_rpcs() {
         keys,
         [
             "max_output_bytes",
+            "max_processes",
             "memory_limit_mb",
             "python_paths",
             "timeout_secs"

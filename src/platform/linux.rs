@@ -61,8 +61,13 @@ pub fn thread_count(pid: i32) -> Option<u32> {
 }
 
 pub fn running_children() -> Vec<u32> {
-    // Each thread's children (a child belongs to the thread that forked it).
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    running_children_of(std::process::id())
+}
+
+/// Running children of `pid`: each of its threads' (a child belongs to the thread that forked
+/// it), zombies left out.
+pub fn running_children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     let children = tasks
@@ -74,6 +79,15 @@ pub fn running_children() -> Vec<u32> {
                 .collect::<Vec<_>>()
         });
     children.filter(|pid| is_running(*pid)).collect()
+}
+
+/// Makes this process the reaper of every orphan among its descendants, so a program's process
+/// that leaves its session with `setsid()` and loses its parent stays in the worker's tree,
+/// where the supervisor finds and kills it.
+pub fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory of ours; a
+    // kernel too old for it returns EINVAL, and then orphans go to init as before.
+    let _ = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
 /// Alive and not a zombie.

@@ -51,7 +51,14 @@ pub fn thread_count(pid: i32) -> Option<u32> {
 }
 
 pub fn running_children() -> Vec<u32> {
-    let me = std::process::id() as libc::pid_t;
+    running_children_of(std::process::id())
+}
+
+/// macOS has no child subreaper: an orphan goes to launchd and leaves the worker's tree.
+pub fn become_subreaper() {}
+
+pub fn running_children_of(pid: u32) -> Vec<u32> {
+    let me = pid as libc::pid_t;
     let mut pids: Vec<libc::pid_t> = vec![0; 64];
     loop {
         let bytes = std::mem::size_of_val(pids.as_slice()) as libc::c_int;

@@ -14,10 +14,11 @@
 //!   `/proc` on Linux, `libproc` on macOS;
 //! - **killing a worker with everything it started** ([`ProcessTree::kill`]).
 //!
-//! [`ProcessTree`] is the seam for containment: today a tree is a process group (its leader is
-//! the worker), which a program can leave with `setsid`. A Linux cgroup per worker (memory of
-//! the whole tree, `cgroup.kill`) and a child subreaper in the worker belong behind it and
-//! behind [`in_child_before_exec`], without changing their callers.
+//! [`ProcessTree`] is the seam for containment: a tree is the worker (leader of its own process
+//! group) and every process below it, walked through the OS; on Linux the worker is their child
+//! subreaper ([`become_subreaper`]), so one that leaves the group with `setsid` stays in the
+//! tree. A Linux cgroup per worker (kernel-enforced memory and pids limits, `cgroup.kill`)
+//! belongs behind it too, without changing its callers.
 
 use std::os::fd::OwnedFd;
 
@@ -79,6 +80,24 @@ pub fn running_children() -> Vec<u32> {
     os::running_children()
 }
 
+/// Makes the calling process (a worker) the reaper of its orphaned descendants (Linux), so
+/// they stay in its [`ProcessTree`]; nothing on macOS.
+pub fn become_subreaper() {
+    os::become_subreaper()
+}
+
+/// What a process tree holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeUsage {
+    /// Resident memory of the leader and every running descendant, summed.
+    pub memory_bytes: u64,
+    /// Running descendants of the leader (the processes its programs started).
+    pub descendants: usize,
+}
+
+/// Descendants looked at in one walk: a bound on the work, far above any process limit.
+const MAX_WALK: usize = 10_000;
+
 /// A worker and everything it started: the unit the supervisor measures and kills.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessTree {
@@ -100,10 +119,56 @@ impl ProcessTree {
 
     /// Kills every process in the tree; "already gone" is not an error. Call it while the
     /// leader is unreaped: then the group id cannot have been reused by someone else.
+    ///
+    /// Descendants go first, found by walking the tree while the leader is alive (it is their
+    /// subreaper, so one that left the process group with `setsid()` is still below it), again
+    /// until a walk finds none, so ones forked meanwhile go too; then the group.
     pub fn kill(&self) {
-        if self.leader.as_raw() > 0 {
-            let _ = killpg(self.leader, Signal::SIGKILL);
+        if self.leader.as_raw() <= 0 {
+            return;
         }
+        for _ in 0..16 {
+            let descendants = self.descendants();
+            if descendants.is_empty() {
+                break;
+            }
+            for pid in descendants {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = killpg(self.leader, Signal::SIGKILL);
+    }
+
+    /// Running descendants of the leader, breadth first, at most [`MAX_WALK`].
+    fn descendants(&self) -> Vec<u32> {
+        let mut found = Vec::new();
+        let mut next = vec![self.leader.as_raw() as u32];
+        while let Some(pid) = next.pop() {
+            for child in os::running_children_of(pid) {
+                if found.len() >= MAX_WALK {
+                    return found;
+                }
+                found.push(child);
+                next.push(child);
+            }
+        }
+        found
+    }
+
+    /// Memory of the whole tree and the number of processes below the leader; `None` once the
+    /// leader is gone. What the memory and process limits of a run count.
+    pub fn usage(&self) -> Option<TreeUsage> {
+        let leader = self.memory_bytes()?;
+        let descendants = self.descendants();
+        let memory_bytes = descendants
+            .iter()
+            .filter_map(|pid| os::memory_bytes(*pid as i32))
+            .sum::<u64>()
+            + leader;
+        Some(TreeUsage {
+            memory_bytes,
+            descendants: descendants.len(),
+        })
     }
 
     /// Memory the leader uses, in bytes; `None` once it is gone. Linux: resident set size.

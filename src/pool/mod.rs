@@ -101,6 +101,8 @@ pub struct RunSpec {
     pub stop_by: Option<Instant>,
     /// A worker whose resident memory passes this during the run is killed.
     pub memory_limit_bytes: Option<u64>,
+    /// A run whose processes (besides its worker) pass this is stopped with its worker.
+    pub max_processes: Option<usize>,
     pub python_paths: Vec<String>,
     pub handler: Option<HandlerEntry>,
     pub host: Option<HostAccess>,

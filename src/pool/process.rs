@@ -170,9 +170,10 @@ impl WorkerProcess {
         }
     }
 
-    /// The worker's memory in bytes, as the memory limit counts it ([`ProcessTree::memory_bytes`]).
-    pub fn resident_bytes(&self) -> Option<u64> {
-        self.tree.memory_bytes()
+    /// Memory and processes of the worker and everything it started, as a run's limits count
+    /// them ([`ProcessTree::usage`]).
+    pub fn usage(&self) -> Option<crate::platform::TreeUsage> {
+        self.tree.usage()
     }
 
     /// Kills the worker and everything it started.

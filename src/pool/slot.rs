@@ -338,7 +338,7 @@ impl Slot {
                     });
                 }
                 _ = memory_check.tick() => {
-                    if let Some(cause) = self.memory_exceeded(spec.memory_limit_bytes) {
+                    if let Some(cause) = self.over_limits(spec.memory_limit_bytes, spec.max_processes) {
                         self.kill_worker();
                         return Ok(RunOutcome::WorkerDied { cause });
                     }
@@ -358,16 +358,31 @@ impl Slot {
         }
     }
 
-    fn memory_exceeded(&self, limit: Option<u64>) -> Option<String> {
-        let limit = limit?;
-        let used = self.worker.as_ref()?.resident_bytes()?;
-        (used > limit).then(|| {
-            format!(
-                "the worker exceeded the memory limit of {} MiB (resident {} MiB) and was killed",
-                limit / (1024 * 1024),
-                used / (1024 * 1024)
-            )
-        })
+    /// Whether the run's processes, the worker and all it started, are over the memory or the
+    /// process limit; the cause names the limit.
+    fn over_limits(&self, memory: Option<u64>, processes: Option<usize>) -> Option<String> {
+        if memory.is_none() && processes.is_none() {
+            return None;
+        }
+        let usage = self.worker.as_ref()?.usage()?;
+        const MIB: u64 = 1024 * 1024;
+        if let Some(limit) = memory.filter(|limit| usage.memory_bytes > *limit) {
+            return Some(format!(
+                "the run's processes exceeded the memory limit of {} MiB (resident {} MiB, the \
+                 worker and what the run started) and were killed",
+                limit / MIB,
+                usage.memory_bytes / MIB
+            ));
+        }
+        processes
+            .filter(|limit| usage.descendants > *limit)
+            .map(|limit| {
+                format!(
+                    "the run had {} processes, over the limit of {limit} (max_processes); they \
+                     and the worker were killed",
+                    usage.descendants
+                )
+            })
     }
 }
 

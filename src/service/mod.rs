@@ -143,6 +143,7 @@ impl Plugin {
             timeout: limit,
             stop_by: deadline.map(|d| d.stop_by()),
             memory_limit_bytes: settings.memory_limit_bytes,
+            max_processes: settings.max_processes,
             python_paths: settings.python_paths.clone(),
             handler: program.handler,
             host: self.host_access(),

@@ -44,6 +44,9 @@ pub struct WorkerOptions {
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     let interrupter = Arc::new(Interrupter::for_main_thread());
+    // Orphans of a program's processes (one that daemonises with setsid) stay below this
+    // worker, where the supervisor's limits and kills reach them.
+    crate::platform::become_subreaper();
     let (mut channel, interrupts) = open_channels()?;
     let stdout = StreamCapture::install(1).map_err(WorkerError::Capture)?;
     let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
