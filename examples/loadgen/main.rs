@@ -6,6 +6,7 @@
 //! Every phase is bounded in calls or time; loopback only. Exits non-zero only when a call
 //! fails unexpectedly or the plugin cannot be started, never because a target is missed.
 
+mod doors;
 mod environments;
 
 use std::io::{BufRead, BufReader};
@@ -493,6 +494,11 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     let (meta_p50, meta_p99) = percentiles(meta.calls);
     let (exec_p50, exec_p99) = percentiles(exec.calls);
     let (idle_p50, idle_p99) = percentiles(idle.calls);
+    eprintln!(
+        "loadgen: ExecuteJob and HTTP /execute of {TRIVIAL:?}, {} calls each",
+        args.calls
+    );
+    let door_rows = doors::measure(&domain, args.calls, warm_up, (meta_p50, meta_p99)).await?;
 
     let duration = Duration::from_secs_f64(args.duration);
     eprintln!("loadgen: {CPU_BOUND:?} with 1 client, then 4, {duration:?} each");
@@ -544,6 +550,14 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
             ratio,
         )
         .target("<= 2x", |v| v <= 2.0),
+        row(
+            "execute_over_metadata_p99_x",
+            "Execute p99 / Metadata p99",
+            exec_p99 / meta_p99,
+        ),
+    ];
+    rows.extend(door_rows);
+    rows.extend([
         row("cpu_1_client_per_s", "sum(range(200000)), 1 client", one),
         row("cpu_4_clients_per_s", "sum(range(200000)), 4 clients", four),
         row("cpu_scaling_x", "4 clients / 1 client", scaling).target(">= 1.8x", |v| v >= 1.8),
@@ -571,7 +585,7 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
         .target("< 30 MiB", |v| v < 30.0),
         row("workers_found", "worker processes found", found)
             .target("= workers", |v| v as usize == workers),
-    ];
+    ]);
     for (i, rss) in worker_rss.iter().enumerate() {
         let (key, label) = (
             format!("rss_worker_{i}_mib"),
