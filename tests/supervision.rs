@@ -498,3 +498,37 @@ async fn a_bounded_fork_bomb_fails_its_run_at_the_process_limit() {
     assert_eq!(result_object(&response)["result"], json!(42));
     assert_eq!(health_detail(&plugin, "worker_restarts").await, "1");
 }
+
+/// Two runs submitted at once to a pool with one idle worker and room for another both start:
+/// a run queued just behind the one the idle worker takes must get a worker of its own, not
+/// wait for the first to end (a race, so it is tried on several fresh plugins).
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_submitted_together_run_together() {
+    for attempt in 0..12 {
+        let plugin = Plugin::start(&["--workers", "2"]);
+        wait_ready(&plugin).await; // one worker up, one more allowed
+        let barrier = tempfile::tempdir().unwrap();
+        // Each run marks itself, then waits (at most 10 s) until both have.
+        let code = format!(
+            "import os, time, uuid\nd = {:?}\nopen(os.path.join(d, uuid.uuid4().hex), 'w').close()\nend = time.time() + 10\nwhile len(os.listdir(d)) < 2 and time.time() < end:\n    time.sleep(0.005)\nlen(os.listdir(d)) == 2 and time.time() < end",
+            barrier.path().display().to_string()
+        );
+        let client = plugin.python().await;
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                let mut client = client.clone();
+                let code = code.clone();
+                tokio::spawn(async move { execute(&mut client, &code).await })
+            })
+            .collect();
+        for run in runs {
+            let response = run.await.unwrap();
+            assert_eq!(
+                result_object(&response)["result"],
+                json!(true),
+                "attempt {attempt}: a run waited for the other instead of getting a worker: {}",
+                response.error
+            );
+        }
+    }
+}

@@ -173,6 +173,33 @@ pub struct Pool {
     shared: Arc<Shared>,
 }
 
+impl Shared {
+    /// Starts a slot when queued runs outnumber the slots that could take them (idle ones, and
+    /// ones already waiting for a worker), up to the whole budget.
+    ///
+    /// Called by a submitter after it queued a run, and by a slot after it took one: a slot
+    /// that took a run still counts as idle until it says otherwise, so a submitter can see
+    /// "one idle slot" for a run it queued just behind, and leave it without a slot; the slot,
+    /// no longer idle, then sees that run in the queue.
+    fn add_slot_if_needed(self: &Arc<Self>) {
+        let ready_for_work = self.idle.load(Ordering::SeqCst) + self.pending.load(Ordering::SeqCst);
+        if ready_for_work >= self.jobs.len() {
+            return;
+        }
+        let total = self.budget.total();
+        let grew = self
+            .slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < total).then_some(n + 1)
+            })
+            .is_ok();
+        if grew {
+            let index = self.next_slot.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(slot::Slot::new(index, Arc::clone(self)).run());
+        }
+    }
+}
+
 impl Pool {
     /// A pool with no worker yet: the first run starts one. `id` names the pool to `budget`.
     pub fn new(id: PoolId, config: PoolConfig, budget: Arc<Budget>) -> Arc<Self> {
@@ -233,32 +260,10 @@ impl Pool {
                 },
                 async_channel::TrySendError::Closed(_) => PoolError::ShuttingDown,
             })?;
-        self.add_slot_if_needed();
+        self.shared.add_slot_if_needed();
         // Dropping this future (the caller went away) drops `answer`; the slot notices through
         // `reply.closed()` and cancels the run.
         answer.await.map_err(|_| PoolError::ShuttingDown)?
-    }
-
-    /// Starts a slot when queued runs outnumber the slots that could take them (idle ones, and
-    /// ones already waiting for a worker), up to the whole budget.
-    fn add_slot_if_needed(&self) {
-        let shared = &self.shared;
-        let ready_for_work =
-            shared.idle.load(Ordering::SeqCst) + shared.pending.load(Ordering::SeqCst);
-        if ready_for_work >= self.queue.len() {
-            return;
-        }
-        let total = shared.budget.total();
-        let grew = shared
-            .slots
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < total).then_some(n + 1)
-            })
-            .is_ok();
-        if grew {
-            let index = shared.next_slot.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(slot::Slot::new(index, Arc::clone(shared)).run());
-        }
     }
 
     pub async fn run(&self, spec: RunSpec) -> Result<RunOutcome, PoolError> {

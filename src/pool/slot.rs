@@ -127,6 +127,10 @@ impl Slot {
         };
         drop(ticket);
         shared.idle.fetch_sub(1, Ordering::SeqCst);
+        if matches!(wake, Wake::Job(_)) {
+            // A run queued just behind the one taken may have counted this slot as idle.
+            shared.add_slot_if_needed();
+        }
         wake
     }
 
