@@ -39,6 +39,15 @@ fn two_environments(extra: &[&str]) -> Setup {
     }
 }
 
+/// A program that waits until `flag` exists, then answers `answer` (a Python literal); the
+/// test decides when a run ends without sleeping itself.
+fn waits_for(flag: &std::path::Path, answer: &str) -> String {
+    format!(
+        "import os, time\nwhile not os.path.exists({:?}):\n    time.sleep(0.01)\n{answer}",
+        flag.display().to_string()
+    )
+}
+
 /// The marker modules a program can import, and whether each environment's site-packages is
 /// on its path.
 const WHERE_AM_I: &str = r#"
@@ -261,10 +270,7 @@ async fn a_crash_in_one_environment_leaves_a_run_in_the_other_alone() {
     let plugin = &setup.plugin;
     let flag = tempfile::tempdir().unwrap();
     let go = flag.path().join("go");
-    let waiting = format!(
-        "import os, time\nwhile not os.path.exists({:?}):\n    time.sleep(0.01)\n'bio done'",
-        go.display().to_string()
-    );
+    let waiting = waits_for(&go, "'bio done'");
     let mut client = plugin.python().await;
     let bio_run = tokio::spawn(async move { execute(&mut client, &waiting).await });
     wait_for_detail(plugin, "env.bio.busy", "1").await;
@@ -338,10 +344,7 @@ async fn one_worker_budget_is_shared_across_environments() {
     assert_eq!(worker_processes(plugin), 1);
 
     // A busy data worker hands its permit to bio once its run ends.
-    let waiting = format!(
-        "# py:data\nimport os, time\nwhile not os.path.exists({:?}):\n    time.sleep(0.01)\n'data done'",
-        go.display().to_string()
-    );
+    let waiting = format!("# py:data\n{}", waits_for(&go, "'data done'"));
     let mut client = plugin.python().await;
     let data_run = tokio::spawn(async move { execute(&mut client, &waiting).await });
     wait_for_detail(plugin, "env.data.busy", "1").await;

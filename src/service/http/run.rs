@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::{parse_object, Reply};
 use crate::service::deadline::CallDeadline;
+use crate::service::execution::Execution;
 use crate::service::{upstream_from_value, Plugin, Program};
 
 /// A file given to `/execute-file` larger than this is refused rather than read.
@@ -115,7 +116,7 @@ pub async fn execute_file(plugin: &Plugin, body: &[u8], deadline: Option<CallDea
     let code = match read_program(&path).await {
         Ok(code) => code,
         // An unreadable file is a failed run (protocol.md §7.2), not a broken request.
-        Err(reason) => return Reply::json(400, &failed_run(reason)),
+        Err(reason) => return answer(&Execution::failed(reason)),
     };
     let program = Program {
         code,
@@ -147,18 +148,6 @@ async fn read_program(path: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("cannot run {path}: not UTF-8 text ({e})"))
 }
 
-/// The execution response of a run that could not start.
-fn failed_run(reason: String) -> Value {
-    serde_json::json!({
-        "success": false,
-        "stdout": "",
-        "stderr": "",
-        "result": null,
-        "error": reason,
-        "duration_ms": 0,
-    })
-}
-
 async fn run(
     plugin: &Plugin,
     program: Program,
@@ -166,13 +155,16 @@ async fn run(
     deadline: Option<CallDeadline>,
 ) -> Reply {
     match plugin.execute_within(program, timeout, deadline).await {
-        Ok(execution) => {
-            let status = if execution.success { 200 } else { 400 };
-            Reply::json(
-                status,
-                &serde_json::to_value(&execution).unwrap_or(Value::Null),
-            )
-        }
+        Ok(execution) => answer(&execution),
         Err(e) => Reply::error(503, e.to_string()),
     }
+}
+
+/// The execution response of protocol.md §7.2: 200 when the run succeeded, else 400.
+fn answer(execution: &Execution) -> Reply {
+    let status = if execution.success { 200 } else { 400 };
+    Reply::json(
+        status,
+        &serde_json::to_value(execution).unwrap_or(Value::Null),
+    )
 }
