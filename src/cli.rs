@@ -76,6 +76,9 @@ enum Mode {
     Worker {
         #[arg(long)]
         python_env: Option<PathBuf>,
+        /// A module the template imports once, so every worker has it warm (repeatable).
+        #[arg(long)]
+        preload: Vec<String>,
         #[arg(long, value_enum, default_value_t = LogLevel::Info)]
         log_level: LogLevel,
     },
@@ -105,13 +108,20 @@ pub fn main() -> ExitCode {
     match cli.mode {
         Some(Mode::Worker {
             ref python_env,
+            ref preload,
             log_level,
-        }) => run_worker(python_env.clone(), log_level),
+        }) => run_worker(
+            worker::WorkerOptions {
+                python_env: python_env.clone(),
+                preload: preload.clone(),
+            },
+            log_level,
+        ),
         None => run_plugin(cli),
     }
 }
 
-fn run_worker(python_env: Option<PathBuf>, log_level: LogLevel) -> ExitCode {
+fn run_worker(options: worker::WorkerOptions, log_level: LogLevel) -> ExitCode {
     // Keep the supervisor's stdout for logs before output capture takes fd 1.
     // SAFETY: dup of a descriptor we inherited; the copy is ours.
     let log_fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 10) };
@@ -124,7 +134,7 @@ fn run_worker(python_env: Option<PathBuf>, log_level: LogLevel) -> ExitCode {
         );
         logging::log_panics();
     }
-    match worker::run(worker::WorkerOptions { python_env }) {
+    match worker::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "worker stopped");

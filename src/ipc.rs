@@ -14,6 +14,17 @@ pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// The environment variable that tells a worker which file descriptor is its end of the socket.
 pub const WORKER_FD_ENV: &str = "QNTX_WORKER_FD";
 
+/// What a worker's template tells the supervisor on its own socket (the third descriptor).
+///
+/// The template speaks only when the worker it forked has ended, so nothing it says can be cut
+/// into a frame the worker was writing on the work socket when it died.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromTemplate {
+    /// The worker process `pid` ended, for `cause`; its successor's `Ready` follows.
+    Exited { pid: i32, cause: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("worker channel closed")]
@@ -88,8 +99,21 @@ pub struct RunRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromWorker {
+    /// A worker is ready for requests: the first after start-up, and each successor forked
+    /// after a worker ended.
     Ready {
         python_version: String,
+        pid: i32,
+    },
+    /// After every answer: the request left nothing a later one could see, and this worker
+    /// takes the next request.
+    Reusable,
+    /// After an answer: the request left `residue` behind (the first few things found), so this
+    /// worker exits and a fresh one forked from the template takes the next request.
+    Retiring {
+        residue: Vec<String>,
+        /// Something still runs (a thread or process it started), not just state it left.
+        running: bool,
     },
     /// Python could not start (for example, an environment for another Python version).
     StartupFailed {

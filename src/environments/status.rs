@@ -20,6 +20,8 @@ pub struct EnvironmentStatus {
     pub queued: usize,
     pub runs: u64,
     pub restarts: u64,
+    /// Workers replaced because a run left state behind (see `worker/residue.rs`).
+    pub refreshes: u64,
     pub path: Option<String>,
     /// The variant's packages, once the environment's first run has imported them.
     pub packages: Vec<ModuleCheck>,
@@ -66,6 +68,7 @@ impl EnvironmentStatus {
             queued: env.pool.queue_depth(),
             runs: stats.runs_completed.load(Ordering::Relaxed),
             restarts: stats.worker_restarts.load(Ordering::Relaxed),
+            refreshes: stats.worker_refreshes.load(Ordering::Relaxed),
             path: env.path.as_ref().map(|p| p.display().to_string()),
             packages: stats.packages().unwrap_or_default(),
             read_only: env

@@ -81,6 +81,18 @@ pub fn running_children_of(pid: u32) -> Vec<u32> {
     children.filter(|pid| is_running(*pid)).collect()
 }
 
+pub fn die_with_parent() {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // The parent may have died before the signal was asked for.
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        // SAFETY: _exit ends the process at once.
+        unsafe { libc::_exit(0) };
+    }
+}
+
 /// Makes this process the reaper of every orphan among its descendants, so a program's process
 /// that leaves its session with `setsid()` and loses its parent stays in the worker's tree,
 /// where the supervisor finds and kills it.

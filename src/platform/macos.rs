@@ -45,6 +45,10 @@ pub fn memory_bytes(pid: i32) -> Option<u64> {
     ok.then_some(usage.ri_phys_footprint)
 }
 
+pub fn die_with_parent() {
+    // No parent-death signal on macOS: a worker notices through its sockets.
+}
+
 pub fn thread_count(pid: i32) -> Option<u32> {
     let task: libc::proc_taskinfo = pid_info(pid, libc::PROC_PIDTASKINFO)?;
     u32::try_from(task.pti_threadnum).ok()

@@ -35,8 +35,10 @@ mod os;
 compile_error!("qntx-python-plugin supports Linux and macOS");
 #[cfg(any(target_os = "macos", test))]
 mod posix;
+mod process_state;
 
 pub use os::SpawnGuard;
+pub use process_state::ProcessState;
 
 /// A pipe `(read end, write end)`: both close-on-exec, the read end non-blocking and the write
 /// end blocking (a writer that fills the pipe waits rather than failing). On macOS the flags
@@ -78,6 +80,17 @@ pub fn running_children() -> Vec<u32> {
         return Vec::new();
     }
     os::running_children()
+}
+
+/// Threads of process `pid`, as the OS counts them; `None` once it is gone.
+pub fn thread_count(pid: i32) -> Option<u32> {
+    os::thread_count(pid)
+}
+
+/// Asks the kernel to SIGKILL the calling process when its parent dies (Linux), and ends it at
+/// once if the parent is already gone; nothing on macOS, where the sockets say it instead.
+pub fn die_with_parent() {
+    os::die_with_parent()
 }
 
 /// Makes the calling process (a worker) the reaper of its orphaned descendants (Linux), so

@@ -18,7 +18,7 @@ use crate::ipc::{
     CapturedStream, FromWorker, HandlerEntry, HostAccess, ModuleCheck, RunOutput, Script, ToWorker,
 };
 pub use budget::{Budget, PoolId};
-pub use process::{SpawnError, WorkerCommand, WorkerProcess};
+pub use process::{describe_exit, Incoming, SpawnError, WorkerCommand, WorkerProcess};
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -39,8 +39,10 @@ pub struct PoolStats {
     /// Worker processes alive (idle or busy).
     pub workers_ready: AtomicUsize,
     pub workers_busy: AtomicUsize,
-    /// Workers started to replace one that crashed, was killed or left something running.
+    /// Workers replaced because one crashed, was killed or left a thread or process running.
     pub worker_restarts: AtomicU64,
+    /// Workers replaced because a request left state behind a later one could see (residue).
+    pub worker_refreshes: AtomicU64,
     pub runs_completed: AtomicU64,
     pub python_version: OnceLock<String>,
     /// Why the last worker start failed, and when; cleared when a worker starts.
@@ -346,7 +348,7 @@ impl Pool {
             .await
             .map_err(|e| unavailable(&e))?;
         match worker.next().await {
-            Ok(FromWorker::Declared { results }) => Ok(results),
+            Ok(Incoming::Message(FromWorker::Declared { results })) => Ok(results),
             Ok(_) => Err(PoolError::WorkerUnavailable(
                 "unexpected answer to Declare".into(),
             )),

@@ -1,5 +1,10 @@
-//! One worker process: spawning it, talking to it, and killing it. The only place that starts
-//! or signals workers.
+//! One worker slot's processes: spawning the template, talking to its worker, and killing
+//! them. The only place that starts or signals workers.
+//!
+//! The process spawned is the worker's template (`worker/template.rs`); the worker that serves
+//! requests is forked from it and is replaced by a fresh fork whenever it ends: after a run
+//! left residue (it says `Retiring`), or after it crashed or was killed. The template reports
+//! each end on its control socket; the successor says `Ready` on the work socket.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
@@ -9,14 +14,14 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use crate::ipc::{self, FrameError, FromWorker, ToWorker};
+use crate::ipc::{self, FrameError, FromTemplate, FromWorker, ToWorker};
 use crate::platform::{self, ProcessTree};
 
 /// Smallest read from a worker's socket.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Where a worker's ends of its two socket pairs sit in the child: work, then interrupts.
-const CHILD_FDS: [i32; 2] = [3, 4];
+/// Where the child's ends of its socket pairs sit: work, interrupts, control.
+const CHILD_FDS: [i32; 3] = [3, 4, 5];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -34,15 +39,29 @@ pub enum SpawnError {
 
 pub struct WorkerProcess {
     child: Child,
-    /// The worker and what its programs started: measured and killed as one.
-    tree: ProcessTree,
+    /// The template and everything below it: killed as one when the slot lets it go.
+    template: ProcessTree,
+    /// The current worker and what its programs started: what a run's limits measure and kill.
+    worker: ProcessTree,
     reader: OwnedReadHalf,
     /// Bytes read from the worker that do not yet make a whole frame.
     received: Vec<u8>,
     writer: OwnedWriteHalf,
     /// Interrupts travel apart from work: the worker's main thread is busy when they arrive.
     interrupts: UnixStream,
+    control: UnixStream,
+    control_received: Vec<u8>,
+    /// A worker end reported by the template, given out after the worker's last whole frame.
+    ended: Option<String>,
     pub python_version: String,
+}
+
+/// What arrives from a worker slot's processes.
+#[derive(Debug)]
+pub enum Incoming {
+    Message(FromWorker),
+    /// The worker ended (the cause, as the template saw it); a successor's `Ready` follows.
+    WorkerEnded(String),
 }
 
 /// How to start workers: this same binary, in worker mode.
@@ -53,21 +72,21 @@ pub struct WorkerCommand {
 }
 
 impl WorkerCommand {
-    fn command(&self, work: &OwnedFd, interrupts: &OwnedFd) -> Command {
+    fn command(&self, ends: &[OwnedFd; 3]) -> Command {
         let mut command = Command::new(&self.executable);
         command.arg("worker").args(&self.args);
         command.env(
             ipc::WORKER_FD_ENV,
-            format!("{},{}", CHILD_FDS[0], CHILD_FDS[1]),
+            format!("{},{},{}", CHILD_FDS[0], CHILD_FDS[1], CHILD_FDS[2]),
         );
         command.stdin(std::process::Stdio::null());
         command.kill_on_drop(true);
-        let sources = [work.as_raw_fd(), interrupts.as_raw_fd()];
+        let sources = ends.each_ref().map(|end| end.as_raw_fd());
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                // Move both out of the way first (close-on-exec copies above 10), so placing
-                // one cannot overwrite the other; dup2 then clears close-on-exec on 3 and 4.
+                // Move each out of the way first (close-on-exec copies above 10), so placing
+                // one cannot overwrite another; dup2 then clears close-on-exec on 3, 4 and 5.
                 for (source, target) in sources.into_iter().zip(CHILD_FDS) {
                     let high = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, 10);
                     if high < 0 || libc::dup2(high, target) < 0 {
@@ -86,37 +105,56 @@ impl WorkerCommand {
 
 impl WorkerProcess {
     pub async fn spawn(how: &WorkerCommand, startup_timeout: Duration) -> Result<Self, SpawnError> {
-        let (ours, interrupts, child) = {
+        let (ours, child) = {
             let _spawning = platform::hold_spawns();
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-            let (interrupts, their_interrupts) = std::os::unix::net::UnixStream::pair()?;
-            let (theirs, their_interrupts) =
-                (OwnedFd::from(theirs), OwnedFd::from(their_interrupts));
-            let child = how.command(&theirs, &their_interrupts).spawn()?;
-            // The worker's ends now live in the worker only.
-            drop((theirs, their_interrupts));
-            (ours, interrupts, child)
+            let mut ours = Vec::new();
+            let mut theirs = Vec::new();
+            for _ in CHILD_FDS {
+                let (our_end, their_end) = std::os::unix::net::UnixStream::pair()?;
+                ours.push(our_end);
+                theirs.push(OwnedFd::from(their_end));
+            }
+            let theirs: [OwnedFd; 3] = theirs.try_into().map_err(|_| SpawnError::Protocol)?;
+            let child = how.command(&theirs).spawn()?;
+            // Their ends now live in the child only.
+            drop(theirs);
+            (ours, child)
         };
-        interrupts.set_nonblocking(true)?;
-        let interrupts = UnixStream::from_std(interrupts)?;
+        let [work, interrupts, control]: [std::os::unix::net::UnixStream; 3] =
+            ours.try_into().map_err(|_| SpawnError::Protocol)?;
+        let into_tokio = |socket: std::os::unix::net::UnixStream| {
+            socket.set_nonblocking(true)?;
+            UnixStream::from_std(socket)
+        };
         // A child that already ended has no id; a tree led by 0 is never signalled.
-        let tree = ProcessTree::led_by(child.id().unwrap_or(0));
-
-        ours.set_nonblocking(true)?;
-        let (reader, writer) = UnixStream::from_std(ours)?.into_split();
+        let template = ProcessTree::led_by(child.id().unwrap_or(0));
+        let (reader, writer) = into_tokio(work)?.into_split();
         let mut worker = Self {
             child,
-            tree,
+            template,
+            worker: ProcessTree::led_by(0),
             reader,
             received: Vec::new(),
             writer,
-            interrupts,
+            interrupts: into_tokio(interrupts)?,
+            control: into_tokio(control)?,
+            control_received: Vec::new(),
+            ended: None,
             python_version: String::new(),
         };
         match tokio::time::timeout(startup_timeout, worker.next()).await {
-            Ok(Ok(FromWorker::Ready { python_version })) => worker.python_version = python_version,
-            Ok(Ok(FromWorker::StartupFailed { error })) => {
+            Ok(Ok(Incoming::Message(FromWorker::Ready {
+                python_version,
+                pid,
+            }))) => {
+                worker.python_version = python_version;
+                worker.worker = ProcessTree::led_by(pid as u32);
+            }
+            Ok(Ok(Incoming::Message(FromWorker::StartupFailed { error }))) => {
                 return Err(SpawnError::PythonFailed(error))
+            }
+            Ok(Ok(Incoming::WorkerEnded(cause))) => {
+                return Err(SpawnError::DiedDuringStartup(cause))
             }
             Ok(Ok(_)) => return Err(SpawnError::Protocol),
             Ok(Err(_)) => {
@@ -133,8 +171,9 @@ impl WorkerProcess {
         Ok(worker)
     }
 
+    /// The current worker's pid (not the template's).
     pub fn pid(&self) -> i32 {
-        self.tree.leader()
+        self.worker.leader()
     }
 
     pub async fn send(&mut self, message: &ToWorker) -> Result<(), FrameError> {
@@ -146,14 +185,22 @@ impl WorkerProcess {
         ipc::write_async(&mut self.interrupts, &ToWorker::Interrupt { run_id }).await
     }
 
-    /// The next message, or an error once the worker is gone. Cancel-safe: bytes are only
-    /// ever moved from the socket into `received` (`read_buf` reads nothing when cancelled),
-    /// and a frame leaves `received` only once it is whole, so the run loop can select on it.
-    pub async fn next(&mut self) -> Result<FromWorker, FrameError> {
+    /// The next message from the worker or the template, or an error once the template is gone.
+    /// Cancel-safe: bytes are only ever moved from a socket into its buffer (`read_buf` reads
+    /// nothing when cancelled), and a frame leaves a buffer only once it is whole, so the run
+    /// loop can select on it.
+    ///
+    /// A worker's end comes after every whole frame it wrote (they were in the socket before
+    /// the template could see it end); a frame it left half-written is dropped.
+    pub async fn next(&mut self) -> Result<Incoming, FrameError> {
         use tokio::io::AsyncReadExt;
         loop {
             if let Some(message) = ipc::take_frame(&mut self.received)? {
-                return Ok(message);
+                return Ok(Incoming::Message(message));
+            }
+            if let Some(cause) = self.ended.take() {
+                self.received.clear();
+                return Ok(Incoming::WorkerEnded(cause));
             }
             // Room for the rest of the frame being read (a run's output can be megabytes).
             let needed = match self.received.first_chunk::<4>() {
@@ -164,8 +211,51 @@ impl WorkerProcess {
             };
             self.received
                 .reserve(needed.clamp(READ_CHUNK, ipc::MAX_FRAME_BYTES));
-            if self.reader.read_buf(&mut self.received).await? == 0 {
-                return Err(FrameError::Closed);
+            tokio::select! {
+                read = self.reader.read_buf(&mut self.received) => {
+                    if read? == 0 {
+                        return Err(FrameError::Closed);
+                    }
+                }
+                read = self.control.read_buf(&mut self.control_received) => {
+                    if read? == 0 {
+                        return Err(FrameError::Closed);
+                    }
+                    while let Some(FromTemplate::Exited { pid, cause }) =
+                        ipc::take_frame(&mut self.control_received)?
+                    {
+                        // The end of a worker already replaced (its successor's Ready came
+                        // first, on the other socket) is old news.
+                        if pid == self.worker.leader() {
+                            self.drain_work_socket()?;
+                            self.ended = Some(cause);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves what the work socket holds into `received` without waiting.
+    fn drain_work_socket(&mut self) -> Result<(), FrameError> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match self.reader.try_read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for the worker that follows one that ended (or is ending), skipping whatever its
+    /// predecessor still had in flight. An error means the template is gone.
+    pub async fn await_successor(&mut self) -> Result<(), FrameError> {
+        loop {
+            if let Incoming::Message(FromWorker::Ready { pid, .. }) = self.next().await? {
+                self.worker = ProcessTree::led_by(pid as u32);
+                return Ok(());
             }
         }
     }
@@ -173,19 +263,24 @@ impl WorkerProcess {
     /// Memory and processes of the worker and everything it started, as a run's limits count
     /// them ([`ProcessTree::usage`]).
     pub fn usage(&self) -> Option<crate::platform::TreeUsage> {
-        self.tree.usage()
+        self.worker.usage()
     }
 
-    /// Kills the worker and everything it started.
+    /// Kills the worker and everything its programs started; the template forks a successor.
+    pub fn kill_worker(&mut self) {
+        self.worker.kill();
+    }
+
+    /// Kills the template, its worker and everything below them.
     pub fn kill(&mut self) {
-        self.tree.kill();
+        self.template.kill();
     }
 
     /// After the channel closed: why the worker died. Kills it if it is somehow still alive.
     pub async fn exit_cause(mut self) -> String {
         // Kill what the program left behind while the leader is still unreaped, so the group id
         // cannot have been reused by then.
-        self.tree.kill();
+        self.template.kill();
         match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
             Ok(Ok(status)) => describe_exit(status),
             _ => "the worker closed its channel and was killed".to_owned(),
@@ -195,7 +290,7 @@ impl WorkerProcess {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        self.tree.kill();
+        self.template.kill();
     }
 }
 

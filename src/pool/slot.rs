@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::budget::{Permit, IDLE_GRACE};
-use super::process::WorkerProcess;
+use super::process::{Incoming, WorkerProcess};
 use super::{Job, PoolError, RunOutcome, RunSpec, Shared, Work, WorkResult};
 use crate::ipc::{CapturedStream, FromWorker, RunRequest, ToWorker};
+
+/// Longest a worker may take to say whether it can be reused after answering.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a busy worker's memory is checked against the limit.
 const MEMORY_POLL: Duration = Duration::from_millis(50);
@@ -20,6 +23,9 @@ pub(super) struct Slot {
     worker: Option<WorkerProcess>,
     /// Held for as long as `worker` lives.
     permit: Option<Permit>,
+    /// The worker ended (or was killed) without its verdict: wait for its successor before
+    /// the next request.
+    successor_due: bool,
 }
 
 /// Why the supervisor interrupted a run.
@@ -43,6 +49,7 @@ impl Slot {
             shared,
             worker: None,
             permit: None,
+            successor_due: false,
         }
     }
 
@@ -83,6 +90,8 @@ impl Slot {
             shared.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
             shared.stats.runs_completed.fetch_add(1, Ordering::Relaxed);
             let _ = job.reply.send(result);
+            // After the answer is on its way: the worker's verdict, and its successor if needed.
+            self.settle().await;
             // Another environment has fewer workers: hand this permit over rather than take this
             // pool's next run (which then waits its turn for a permit like everyone else).
             if self.worker.is_some() && shared.budget.should_give_back(shared.id) {
@@ -212,11 +221,12 @@ impl Slot {
         Some(worker)
     }
 
-    /// A worker lost to a crash, a kill or leftovers: the next start (in any slot) replaces it.
+    /// A template lost: the next start (in any slot) replaces it.
     fn lost_worker(&self) {
         self.shared.lost_workers.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The template is gone (its sockets closed): why, and the slot starts a new one later.
     async fn worker_died(&mut self) -> String {
         self.lost_worker();
         match self.retire_worker() {
@@ -225,10 +235,79 @@ impl Slot {
         }
     }
 
+    /// Kills the current worker and what it started (a deadline, a limit, a caller gone); the
+    /// template forks its successor.
     fn kill_worker(&mut self) {
-        self.lost_worker();
-        if let Some(mut worker) = self.retire_worker() {
-            worker.kill();
+        if let Some(worker) = self.worker.as_mut() {
+            worker.kill_worker();
+            self.worker_lost();
+        }
+    }
+
+    /// The current worker is gone without a verdict (crashed or killed).
+    fn worker_lost(&mut self) {
+        self.successor_due = true;
+        self.shared
+            .stats
+            .worker_restarts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// After a request: reads the worker's verdict and, when it retires (or ended), waits for
+    /// its successor, so the slot is idle only with a worker ready for a fresh request. A
+    /// template that does not produce one in time is killed and started anew.
+    async fn settle(&mut self) {
+        let Some(worker) = self.worker.as_mut() else {
+            return;
+        };
+        if !self.successor_due {
+            // A verdict takes a collection and a few comparisons; a worker still silent after
+            // this long is stuck (a finalizer of the run that never returns) and is replaced.
+            let verdict = tokio::time::timeout(VERDICT_TIMEOUT, worker.next())
+                .await
+                .unwrap_or_else(|_| {
+                    Ok(Incoming::Message(FromWorker::StartupFailed {
+                        error: "no verdict in time".into(),
+                    }))
+                });
+            match verdict {
+                Ok(Incoming::Message(FromWorker::Reusable)) => return,
+                Ok(Incoming::Message(FromWorker::Retiring { residue, running })) => {
+                    tracing::debug!(slot = self.index, ?residue, "a run left state behind; replacing its worker");
+                    let counter = if running {
+                        &self.shared.stats.worker_restarts
+                    } else {
+                        &self.shared.stats.worker_refreshes
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Incoming::WorkerEnded(cause)) => {
+                    tracing::warn!(slot = self.index, %cause, "a worker ended after answering");
+                    self.shared
+                        .stats
+                        .worker_restarts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Incoming::Message(other)) => {
+                    tracing::error!(slot = self.index, ?other, "a worker sent no verdict; replacing it");
+                    worker.kill_worker();
+                }
+                Err(_) => {
+                    let cause = self.worker_died().await;
+                    tracing::warn!(slot = self.index, %cause, "a worker's template ended");
+                    return;
+                }
+            }
+        }
+        self.successor_due = false;
+        let Some(worker) = self.worker.as_mut() else {
+            return;
+        };
+        let startup = self.shared.config.startup_timeout;
+        if !matches!(tokio::time::timeout(startup, worker.await_successor()).await, Ok(Ok(()))) {
+            tracing::error!(slot = self.index, "no successor worker was forked; restarting the template");
+            self.lost_worker();
+            drop(self.retire_worker());
         }
     }
 
@@ -248,7 +327,11 @@ impl Slot {
             return Err(PoolError::WorkerUnavailable(self.worker_died().await));
         }
         match worker_reply(self.worker.as_mut()).await {
-            Ok(FromWorker::ModulesChecked { modules }) => Ok(modules),
+            Ok(Incoming::Message(FromWorker::ModulesChecked { modules })) => Ok(modules),
+            Ok(Incoming::WorkerEnded(cause)) => {
+                self.worker_lost();
+                Err(PoolError::WorkerUnavailable(cause))
+            }
             _ => Err(PoolError::WorkerUnavailable(self.worker_died().await)),
         }
     }
@@ -305,18 +388,18 @@ impl Slot {
             };
             tokio::select! {
                 message = worker_reply(self.worker.as_mut()) => match message {
-                    Ok(FromWorker::Done(output)) if output.run_id == run_id => {
-                        if !output.leftovers.is_empty() {
-                            tracing::warn!(slot = self.index, leftovers = ?output.leftovers,
-                                "a program left threads or processes running; replacing its worker");
-                            self.kill_worker();
-                        }
+                    Ok(Incoming::Message(FromWorker::Done(output))) if output.run_id == run_id => {
+                        // What it left running retires the worker with its verdict.
                         return Ok(match interrupted {
                             Some((InterruptReason::Deadline, _)) => RunOutcome::TimedOut {
                                 after: limit, killed: false, stdout: output.stdout, stderr: output.stderr,
                             },
                             _ => RunOutcome::Finished(output),
                         });
+                    }
+                    Ok(Incoming::WorkerEnded(cause)) => {
+                        self.worker_lost();
+                        return Ok(RunOutcome::WorkerDied { cause });
                     }
                     Ok(_) => continue, // stale message; cannot happen with one run at a time
                     Err(_) => return Ok(RunOutcome::WorkerDied { cause: self.worker_died().await }),
@@ -348,7 +431,9 @@ impl Slot {
                     }
                 }
                 () = self.shared.shutdown.cancelled() => {
-                    self.kill_worker();
+                    if let Some(mut worker) = self.retire_worker() {
+                        worker.kill();
+                    }
                     return Err(PoolError::ShuttingDown);
                 }
             }
@@ -392,7 +477,7 @@ impl Slot {
 
 async fn worker_reply(
     worker: Option<&mut WorkerProcess>,
-) -> Result<FromWorker, crate::ipc::FrameError> {
+) -> Result<Incoming, crate::ipc::FrameError> {
     match worker {
         Some(worker) => worker.next().await,
         None => Err(crate::ipc::FrameError::Closed),

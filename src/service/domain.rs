@@ -46,6 +46,7 @@ impl Domain {
             ("workers_busy".into(), busy.to_string()),
             ("queue_depth".into(), sum(|s| s.queued as u64).to_string()),
             ("worker_restarts".into(), sum(|s| s.restarts).to_string()),
+            ("worker_refreshes".into(), sum(|s| s.refreshes).to_string()),
             ("runs_completed".into(), sum(|s| s.runs).to_string()),
             (
                 "uptime_secs".into(),
@@ -69,6 +70,7 @@ impl Domain {
             details.insert(key("queued"), status.queued.to_string());
             details.insert(key("runs"), status.runs.to_string());
             details.insert(key("restarts"), status.restarts.to_string());
+            details.insert(key("refreshes"), status.refreshes.to_string());
             if let Some(error) = &status.error {
                 details.insert(key("error"), error.clone());
             }

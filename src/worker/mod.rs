@@ -1,26 +1,39 @@
-//! Worker mode: one process of this binary that embeds CPython and runs one program at a time.
+//! Worker mode: the processes that embed CPython and run programs, one at a time.
 //!
-//! Two sockets connect it to the supervisor: the main thread reads work from the first and
-//! answers on it (no thread hop on the way to Python), and a small thread reads interrupts
-//! from the second, since the main thread is busy in Python exactly when one arrives. That
-//! thread also ends the worker when the supervisor goes away: the socket closing is how a
-//! worker notices its supervisor's death on every OS (see `platform`). Two more threads drain
-//! fds 1 and 2 (output capture).
+//! The supervisor starts one process per worker slot, the **template** (`template.rs`): it
+//! loads Python and the environment's preloaded modules once and then only forks. What it forks
+//! waits as a **standby** (its Python warmed up and its [`PythonBaseline`] taken) until woken as
+//! the **worker**, which serves requests on the work socket and answers each with its result
+//! followed by a verdict: `Reusable` when the request left nothing behind that a later one could
+//! see, else `Retiring` with what it left (`residue.rs`, `platform::ProcessState`), after which
+//! it exits and the standby takes over. So every run sees the interpreter as a fresh worker has
+//! it, and a run that changes nothing costs no fork.
+//!
+//! A worker reads work on its main thread (no thread hop on the way to Python); a small thread
+//! reads interrupts from the second socket, since the main thread is busy in Python exactly when
+//! one arrives, and ends the worker when the supervisor goes away (the socket closing is how a
+//! worker notices its supervisor's death on every OS, see `platform`). Two more threads drain
+//! fds 1 and 2 (output capture). All of them start only once a standby is woken: the template
+//! and the standby stay single-threaded, so forking them is safe.
 
 mod capture;
 mod host_bridge;
 mod interpreter;
 mod interrupt;
+mod residue;
 mod runtime;
+mod template;
 
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::ipc::{self, FromWorker, RunOutput, ToWorker};
+use crate::platform::{self, ProcessState};
 use capture::StreamCapture;
 use interrupt::Interrupter;
+use residue::PythonBaseline;
 use runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,47 +47,129 @@ pub enum WorkerError {
     Capture(std::io::Error),
     #[error("Python failed to start: {0}")]
     Python(String),
+    #[error("the worker template failed: {0}")]
+    Template(std::io::Error),
     #[error(transparent)]
     Frame(#[from] ipc::FrameError),
 }
 
 pub struct WorkerOptions {
     pub python_env: Option<PathBuf>,
+    /// Modules the template imports once, so every worker has them warm.
+    pub preload: Vec<String>,
+}
+
+/// The three sockets the supervisor gave this process: work (requests and answers),
+/// interrupts, and control (the template's, see `template.rs`).
+pub struct Channels {
+    work: UnixStream,
+    interrupts: UnixStream,
+    control: UnixStream,
 }
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
-    let interrupter = Arc::new(Interrupter::for_main_thread());
-    // Orphans of a program's processes (one that daemonises with setsid) stay below this
-    // worker, where the supervisor's limits and kills reach them.
-    crate::platform::become_subreaper();
-    let (mut channel, interrupts) = open_channels()?;
-    let stdout = StreamCapture::install(1).map_err(WorkerError::Capture)?;
-    let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
-
+    let mut channels = open_channels()?;
     let env = options
         .python_env
         .as_deref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let runtime = match Runtime::start(&env) {
+    let runtime = match Runtime::start(&env, &options.preload) {
         Ok(runtime) => runtime,
         Err(error) => {
             // Tell the supervisor why, so the caller sees the reason and not just an exit code.
             let failed = FromWorker::StartupFailed {
                 error: error.clone(),
             };
-            let _ = ipc::write_blocking(&mut channel, &failed);
+            let _ = ipc::write_blocking(&mut channels.work, &failed);
             return Err(WorkerError::Python(error));
         }
     };
+    template::serve(&runtime, channels)
+}
+
+/// A process just forked from the template: warms up, records its baseline, and waits to be
+/// woken (a byte on `wake`) to serve as the worker. Never returns.
+fn standby(runtime: &Runtime, wake: OwnedFd, channels: &Channels) -> ! {
+    // Its own process group, so killing the worker's group spares the template; and it dies
+    // with the template.
+    // SAFETY: setpgid on ourselves.
+    unsafe { libc::setpgid(0, 0) };
+    platform::die_with_parent();
+    // Orphans of its programs stay below it, where limits and kills reach them.
+    platform::become_subreaper();
+    let interrupter = Interrupter::for_main_thread();
+    let baseline = match runtime.prepare_worker(&interrupter) {
+        Ok(baseline) => baseline,
+        Err(error) => {
+            tracing::error!(%error, "a forked worker could not prepare");
+            exit(1)
+        }
+    };
+    if !wait_for_wake(&wake) {
+        exit(0); // the template is stopping
+    }
+    drop(wake);
+    let outcome = serve(runtime, channels, interrupter, &baseline);
+    if let Err(error) = outcome {
+        tracing::error!(%error, "worker stopped");
+        exit(1)
+    }
+    exit(0)
+}
+
+/// Ends this process without Python's or Rust's teardown: the template owns the interpreter's
+/// shared state, and every answer has been written.
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process at once.
+    unsafe { libc::_exit(code) }
+}
+
+/// Blocks until the template writes a byte (true) or goes away (false).
+fn wait_for_wake(wake: &OwnedFd) -> bool {
+    loop {
+        let mut fds = [libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) } < 0 {
+            continue; // EINTR
+        }
+        let mut byte = [0u8; 1];
+        match nix::unistd::read(wake, &mut byte) {
+            Ok(1) => return true,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// Serves requests until one leaves residue (then returns after saying so) or the supervisor
+/// goes away.
+fn serve(
+    runtime: &Runtime,
+    channels: &Channels,
+    interrupter: Interrupter,
+    baseline: &PythonBaseline,
+) -> Result<(), WorkerError> {
+    let interrupter = Arc::new(interrupter);
+    let mut work = channels.work.try_clone().map_err(ipc::FrameError::Io)?;
+    let interrupts = channels.interrupts.try_clone().map_err(ipc::FrameError::Io)?;
+    let stdout = StreamCapture::install(1).map_err(WorkerError::Capture)?;
+    let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
+    spawn_interrupt_listener(interrupts, Arc::clone(&interrupter))?;
+    // After the threads above: they belong to every worker.
+    let process = ProcessState::capture();
     let ready = FromWorker::Ready {
         python_version: runtime.python_version().to_owned(),
+        pid: std::process::id() as i32,
     };
-    ipc::write_blocking(&mut channel, &ready)?;
-    spawn_interrupt_listener(interrupts, Arc::clone(&interrupter))?;
+    ipc::write_blocking(&mut work, &ready)?;
 
     loop {
-        let task = match ipc::read_blocking::<ToWorker>(&mut channel) {
+        let task = match ipc::read_blocking::<ToWorker>(&mut work) {
             Ok(task) => task,
             Err(ipc::FrameError::Closed) => return Ok(()),
             Err(error) => return Err(error.into()),
@@ -84,16 +179,6 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
                 stdout.begin(request.max_output_bytes);
                 stderr.begin(request.max_output_bytes);
                 let ran = runtime.run(&request, &interrupter);
-                let mut leftovers: Vec<String> = ran
-                    .leftover_threads
-                    .into_iter()
-                    .map(|name| format!("thread '{name}'"))
-                    .collect();
-                leftovers.extend(
-                    crate::platform::running_children()
-                        .into_iter()
-                        .map(|pid| format!("process {pid}")),
-                );
                 FromWorker::Done(RunOutput {
                     run_id: request.run_id,
                     status: ran.status,
@@ -101,7 +186,7 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
                     stderr: stderr.finish(),
                     result_json: ran.result_json,
                     error: ran.error,
-                    leftovers,
+                    leftovers: still_running(ran.leftover_threads, &process),
                 })
             }
             ToWorker::CheckModules { modules } => FromWorker::ModulesChecked {
@@ -113,17 +198,57 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             // Interrupts come on their own socket; one sent here would be for a finished run.
             ToWorker::Interrupt { .. } => continue,
         };
-        ipc::write_blocking(&mut channel, &reply)?;
+        ipc::write_blocking(&mut work, &reply)?;
+        // After the answer, so the caller never waits for the check.
+        let verdict = verdict(runtime, baseline, &process);
+        ipc::write_blocking(&mut work, &verdict)?;
+        if matches!(verdict, FromWorker::Retiring { .. }) {
+            return Ok(());
+        }
     }
 }
 
-/// The two sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`
-/// (`<work>,<interrupts>`).
-fn open_channels() -> Result<(UnixStream, UnixStream), WorkerError> {
+/// Threads and processes a run left running, named for its answer (two cheap checks, so the
+/// caller learns about them with the result). Threads are counted by the OS, so one started
+/// past `threading` counts too.
+fn still_running(threads: Vec<String>, process: &ProcessState) -> Vec<String> {
+    let mut leftovers: Vec<String> = threads.iter().map(|t| format!("thread '{t}'")).collect();
+    if threads.is_empty() && process.threads_changed() {
+        leftovers.push("a thread started outside `threading`".into());
+    }
+    leftovers.extend(
+        platform::running_children()
+            .into_iter()
+            .map(|pid| format!("process {pid}")),
+    );
+    leftovers
+}
+
+/// Whether this worker may take another request: nothing the last one did may be visible to
+/// the next.
+fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState) -> FromWorker {
+    let children = platform::running_children();
+    let running = !children.is_empty() || process.threads_changed();
+    let mut residue: Vec<String> = children
+        .iter()
+        .take(3)
+        .map(|pid| format!("process {pid} it started is still running"))
+        .collect();
+    residue.extend(process.changes());
+    residue.extend(runtime.residue(baseline));
+    if residue.is_empty() {
+        FromWorker::Reusable
+    } else {
+        FromWorker::Retiring { residue, running }
+    }
+}
+
+/// The three sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`
+/// (`<work>,<interrupts>,<control>`).
+fn open_channels() -> Result<Channels, WorkerError> {
     let value = std::env::var(ipc::WORKER_FD_ENV).map_err(|_| WorkerError::NoChannel)?;
     // The variable must not leak into programs' subprocesses.
     std::env::remove_var(ipc::WORKER_FD_ENV);
-    let (work, interrupts) = value.split_once(',').ok_or(WorkerError::NoChannel)?;
     let open = |fd: &str| -> Result<UnixStream, WorkerError> {
         let fd: i32 = fd.parse().map_err(|_| WorkerError::NoChannel)?;
         // SAFETY: mark it close-on-exec so subprocesses started by programs do not inherit it;
@@ -133,7 +258,15 @@ fn open_channels() -> Result<(UnixStream, UnixStream), WorkerError> {
             Ok(UnixStream::from_raw_fd(fd))
         }
     };
-    Ok((open(work)?, open(interrupts)?))
+    let fds: Vec<&str> = value.split(',').collect();
+    let [work, interrupts, control] = fds[..] else {
+        return Err(WorkerError::NoChannel);
+    };
+    Ok(Channels {
+        work: open(work)?,
+        interrupts: open(interrupts)?,
+        control: open(control)?,
+    })
 }
 
 fn spawn_interrupt_listener(

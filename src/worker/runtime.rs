@@ -1,12 +1,11 @@
 //! The embedded interpreter and the calls into the plugin's Python modules.
 
-use std::ffi::CString;
-
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
 use super::host_bridge;
 use super::interrupt::Interrupter;
+use super::residue::PythonBaseline;
 use crate::ipc::{ModuleCheck, RunRequest, RunStatus, Script};
 
 /// The plugin's own Python modules, in import order (each may import the ones before it).
@@ -23,7 +22,7 @@ pub struct Ran {
     pub status: RunStatus,
     pub result_json: String,
     pub error: Option<String>,
-    /// Threads the program started that are still running.
+    /// Names of threads the program started (through `threading`) that are still running.
     pub leftover_threads: Vec<String>,
 }
 
@@ -41,32 +40,45 @@ fn describe(py: Python<'_>, error: PyErr) -> String {
     format!("{traceback}{error}")
 }
 
+/// Loads one of the plugin's modules. Its names resolve in a private copy of `builtins`, taken
+/// before any program ran: a program that replaces `builtins.print` or `isinstance` changes
+/// what it sees itself, not what the runtime uses to build its answer.
 fn load<'py>(py: Python<'py>, name: &str, source: &str) -> PyResult<Bound<'py, PyModule>> {
-    let to_c = |text: &str| {
-        CString::new(text).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
-    };
-    PyModule::from_code(
-        py,
-        &to_c(source)?,
-        &to_c(&format!("{name}.py"))?,
-        &to_c(name)?,
-    )
+    let module = PyModule::new(py, name)?;
+    let namespace = module.dict();
+    let builtins = py.import("builtins")?.dict().copy()?;
+    namespace.set_item("__builtins__", builtins)?;
+    namespace.set_item("__file__", format!("{name}.py"))?;
+    // In sys.modules before it runs, as an import would have it (the next modules import it).
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item(name, &module)?;
+    let code = py
+        .import("builtins")?
+        .getattr("compile")?
+        .call1((source, format!("{name}.py"), "exec"))?;
+    py.import("builtins")?
+        .getattr("exec")?
+        .call1((code, &namespace))?;
+    Ok(module)
 }
 
 impl Runtime {
-    /// Initialises CPython on the calling (main) thread and loads the plugin's modules.
-    pub fn start(environment: &str) -> Result<Self, String> {
+    /// Initialises CPython on the calling (main) thread, loads the plugin's modules and imports
+    /// `preload`. Runs in the template, once.
+    pub fn start(environment: &str, preload: &[String]) -> Result<Self, String> {
         super::interpreter::initialize().map_err(|e| e.to_string())?;
+        super::residue::install_audit_hook()?;
         Python::attach(|py| {
             let start = || -> PyResult<Self> {
                 host_bridge::register(py)?;
-                let mut loaded = Vec::new();
                 for (name, source) in MODULES {
-                    loaded.push(load(py, name, source)?);
+                    load(py, name, source)?;
                 }
                 let runtime = py.import("qntx_runtime")?;
                 let python_version: String =
                     runtime.getattr("setup")?.call1((environment,))?.extract()?;
+                runtime.getattr("preload")?.call1((preload.to_vec(),))?;
                 Ok(Self {
                     runtime: runtime.unbind(),
                     handlers: py.import("qntx_handlers")?.unbind(),
@@ -127,6 +139,41 @@ impl Runtime {
                 Err(e) => failed(format!("internal error in the worker: {}", describe(py, e))),
             }
         })
+    }
+
+    /// Readies a process just forked from the template to serve as a worker: reseeds what does
+    /// not reseed itself, runs a trivial program through the whole run path (a forked process
+    /// pays a page copy for every page of the template it writes to, so this takes that cost
+    /// before a request instead of during one), and records the baseline the residue check
+    /// compares with. The warm-up is the same in every worker and prints nothing.
+    pub fn prepare_worker(&self, interrupter: &Interrupter) -> Result<PythonBaseline, String> {
+        Python::attach(|py| -> PyResult<()> {
+            self.runtime.bind(py).getattr("after_fork")?.call0()?;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        let warm_up = RunRequest {
+            run_id: 0,
+            code: "_ = 1 + 1\n_".into(),
+            filename: "<warm-up>".into(),
+            upstream_json: None,
+            glyph_id: String::new(),
+            max_output_bytes: 0,
+            python_paths: Vec::new(),
+            handler: None,
+            host: None,
+        };
+        let ran = self.run(&warm_up, interrupter);
+        if let Some(error) = ran.error {
+            return Err(format!("the warm-up run failed: {error}"));
+        }
+        Python::attach(|py| PythonBaseline::take(py, self.runtime.bind(py)))
+            .map_err(|e| format!("cannot record the worker's baseline: {e}"))
+    }
+
+    /// What the last request left behind (see residue.rs); empty when nothing.
+    pub fn residue(&self, baseline: &PythonBaseline) -> Vec<String> {
+        Python::attach(|py| baseline.residue(py))
     }
 
     pub fn check_modules(&self, modules: &[String]) -> Vec<ModuleCheck> {

@@ -11,18 +11,17 @@ show, and looking them up in ``sys.modules`` costs nothing, so plain programs pa
 
 import base64
 import io
-import json
 import os
 import sys
 
+from qntx_values import dumps as _dumps
 from qntx_values import to_json_value
 
 # Workers have no display: a GUI backend would try to open windows from a worker process.
 # A program (or the environment) can still choose another backend explicitly.
 os.environ.setdefault("MPLBACKEND", "agg")
 
-# Kept at import, so a program that replaces json.dumps cannot break the answer.
-_dumps = json.dumps
+# Kept at import, so a program that replaces base64's functions cannot break the answer.
 _b64 = base64.b64encode
 
 # Figures are returned until their PNGs reach this size; the rest are named, not sent.
@@ -71,7 +70,7 @@ def envelope(value_json):
         extras["table"] = table
     text = '{"value":' + value_json
     if extras:
-        text += "," + _dumps(extras, ensure_ascii=False, allow_nan=False)[1:-1]
+        text += "," + _dumps(extras)[1:-1]
     return text + "}"
 
 

@@ -5,8 +5,11 @@ program at a time in a fresh ``__main__`` namespace and turns its result into JS
 """
 
 import ast
+import atexit
 import builtins
+import faulthandler
 import functools
+import gc
 import io
 import json
 import linecache
@@ -96,7 +99,188 @@ def setup(environment):
         site.addsitedir(str(site_packages))
     _BASE_PATH[:] = sys.path
     _reset_process_state()
+    _set_tripwires()
     return sys.version.split()[0]
+
+
+# The `__main__` module outside runs: each run gets its own and this one is put back after it,
+# so nothing of a finished run stays reachable through sys.modules.
+_MAIN = sys.modules.get("__main__") or types.ModuleType("__main__")
+
+
+def preload(modules):
+    """Imports the environment's preloaded modules once, in the template: every worker forked
+    from it has them warm. A module that cannot be imported stops the start, with its name."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            raise RuntimeError(f"cannot preload module {name}: {type(exc).__name__}: {exc}") from None
+
+
+def after_fork():
+    """In a worker just forked from the template. `random` reseeds itself at fork; numpy's
+    global generator does not, and every worker would otherwise draw the same numbers."""
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        try:
+            numpy_random.seed()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# What the residue check watches (the check itself is Rust: src/worker/residue.rs)
+# ---------------------------------------------------------------------------------------------
+
+# Names of functions a run called whose effect has no getter to compare (see _tripwire). The
+# residue check watches this list like any other, so one entry retires the worker.
+_TRIPPED = []
+
+
+def _tripwire(module, name):
+    """Replaces ``module.name`` with a wrapper that notes the call: for interpreter state that
+    can be changed but not read back (the codec registry, at-fork hooks, the wakeup fd)."""
+    original = getattr(module, name, None)
+    if original is None:
+        return
+
+    @functools.wraps(original)
+    def noted(*args, **kwargs):
+        _TRIPPED.append(name)
+        return original(*args, **kwargs)
+
+    setattr(module, name, noted)
+
+
+def _set_tripwires():
+    import _codecs
+    import codecs
+
+    for module, name in (
+        (codecs, "register"),
+        (_codecs, "register"),
+        (os, "register_at_fork"),
+        (signal, "set_wakeup_fd"),
+    ):
+        _tripwire(module, name)
+    posix = sys.modules.get("posix")
+    if posix is not None:
+        _tripwire(posix, "register_at_fork")
+
+
+def _per_run_state():
+    """The runtime's own state, reset at the start of every run: not residue of a run."""
+    return [qntx._run, qntx_rich._state, linecache.cache]
+
+
+def _is_namespace_holder(value):
+    return not isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType))
+
+
+def residue_watch():
+    """Collects, once per fresh worker, what a later run could see of an earlier one:
+
+    * namespaces: every module's dict, the dict of every class the collector knows, and the dicts
+      and instance dicts held directly by a module or a class;
+    * containers: the lists and sets held directly by a module or a class;
+    * settings: zero-argument calls whose answers describe interpreter-wide state that lives in
+      no dict (sys, gc, atexit, faulthandler, signal handlers, random's state).
+
+    Returns (namespaces, classes, containers, settings), each a list of (label, object).
+    """
+    # sys.modules is compared by content (each run's __main__ goes in and out of it).
+    skip = {id(o) for o in _per_run_state()} | {id(sys.modules)}
+    namespaces, containers, seen = [], [], set(skip)
+
+    def holds(label, value):
+        if id(value) in seen:
+            return
+        if type(value) is dict:
+            seen.add(id(value))
+            namespaces.append((label, value))
+        elif type(value) in (list, set):
+            seen.add(id(value))
+            containers.append((label, value))
+        elif _is_namespace_holder(value):
+            try:
+                attributes = object.__getattribute__(value, "__dict__")
+            except Exception:
+                return
+            if type(attributes) is dict and id(attributes) not in seen:
+                seen.add(id(attributes))
+                namespaces.append((f"{label} (attributes)", attributes))
+
+    modules = [(n, m) for n, m in list(sys.modules.items()) if isinstance(m, types.ModuleType)]
+    for name, module in modules:
+        if module is _MAIN:
+            continue
+        namespace = module.__dict__
+        if id(namespace) in seen:
+            continue
+        seen.add(id(namespace))
+        namespaces.append((f"module {name}", namespace))
+        for key, value in list(namespace.items()):
+            holds(f"{name}.{key}", value)
+    classes = [o for o in gc.get_objects() if isinstance(o, type)]
+    for cls in classes:
+        for key, value in list(cls.__dict__.items()):
+            if not key.startswith("__") or key in ("__slots__",):
+                holds(f"{cls.__module__}.{cls.__qualname__}.{key}", value)
+    class_labels = [(f"class {c.__module__}.{c.__qualname__}", c) for c in classes]
+
+    settings = [
+        ("the recursion limit", sys.getrecursionlimit),
+        ("the thread switch interval", sys.getswitchinterval),
+        ("the trace function", sys.gettrace),
+        ("the profile function", sys.getprofile),
+        ("the async generator hooks", sys.get_asyncgen_hooks),
+        ("coroutine origin tracking", sys.get_coroutine_origin_tracking_depth),
+        ("whether the garbage collector runs", gc.isenabled),
+        ("the garbage collector's thresholds", gc.get_threshold),
+        ("the garbage collector's debug flags", gc.get_debug),
+        ("the objects frozen out of the garbage collector", gc.get_freeze_count),
+        ("the atexit callbacks", atexit._ncallbacks),
+        ("faulthandler", faulthandler.is_enabled),
+    ]
+    for name in ("get_int_max_str_digits", "getdlopenflags"):
+        if hasattr(sys, name):
+            settings.append((f"sys.{name}", getattr(sys, name)))
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None:
+        for tool in range(6):
+            settings.append((f"sys.monitoring tool {tool}", functools.partial(monitoring.get_tool, tool)))
+    for number in sorted(signal.valid_signals()):
+        try:
+            signal.getsignal(number)
+        except (ValueError, OSError):
+            continue
+        try:
+            name = signal.Signals(number).name
+        except ValueError:  # real-time signals have no name
+            name = f"signal {number}"
+        settings.append((f"the handler of {name}", functools.partial(signal.getsignal, number)))
+    for module, call, label in (
+        ("random", "getstate", "random's generator state"),
+        ("tracemalloc", "is_tracing", "tracemalloc"),
+        ("decimal", "getcontext", "decimal's context"),
+        ("socket", "getdefaulttimeout", "the default socket timeout"),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            getter = getattr(loaded, call)
+            if module == "decimal":
+                # The context is one mutable object per thread: its repr shows every field.
+                getter = functools.partial(_describe, getter)
+            settings.append((label, getter))
+    return namespaces, class_labels, containers, settings
+
+
+def _describe(getter):
+    return repr(getter())
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +382,7 @@ def _run_program(code, filename, upstream_json, glyph_id, python_paths, handler_
         _flush_streams()
         qntx._run.update(handler=None, glyph_id="")
         linecache.cache.pop(filename, None)
+        sys.modules["__main__"] = _MAIN
         for path in python_paths:
             try:
                 sys.path.remove(path)
@@ -207,9 +392,8 @@ def _run_program(code, filename, upstream_json, glyph_id, python_paths, handler_
 
 def run(*args):
     """Runs one program (see ``_run_program``); also returns the names of threads it started
-    that are still running, which would otherwise leak output and CPU into later runs."""
-    # A run starts with no thread of an earlier run alive (their workers are replaced), so a
-    # higher count after the run means threads of this one are still running.
+    that are still running (the worker counts threads at the OS level too: this only names
+    them). Everything else a run leaves behind is the residue check's business (residue.rs)."""
     count = threading.active_count()
     before = {thread.ident for thread in threading.enumerate()}
     qntx_rich.begin_run()

@@ -1,0 +1,369 @@
+//! Residue: what a run left in the interpreter that a later run could see.
+//!
+//! A worker is reused only while every run leaves the interpreter as the fresh worker had it.
+//! This file is the Python half of that check (`platform::ProcessState` is the process half).
+//! A fresh worker records a [`PythonBaseline`] before its first run; after every run
+//! [`PythonBaseline::residue`] names what differs, and any difference retires the worker (see
+//! `worker/mod.rs`). Four probes, each cheap, together cover the ways state outlives a run:
+//!
+//! * **survivors**: after a garbage collection, objects the run created that are still alive.
+//!   The fresh worker's objects are frozen out of the collector (`gc.freeze`), so what the
+//!   collector still tracks was made since. A cache entry, a patched-in function, a handler
+//!   added to a logger, an import hook, a stashed value: each is a new object kept alive by
+//!   something older. Costs one collection of the run's own leftovers.
+//! * **namespaces**: CPython stamps every dict with a new version on each change. The dicts of
+//!   every module and class, and the dicts, instance dicts, lists and sets they hold directly,
+//!   are compared with their stamps (lists and sets, which have none, by their items). This
+//!   catches rebinding to objects that already existed (`json.dumps = print`,
+//!   `logging.root.level = 10`, `del sys.path_hooks[0]`), which creates nothing.
+//! * **settings**: interpreter-wide state that lives in no dict (the recursion limit, trace and
+//!   profile functions, the collector's switches, atexit callbacks, Python-level signal
+//!   handlers, `random`'s generator state, ...), read through getters captured at the start.
+//! * **taint**: an audit hook marks a run that reached past the interpreter's own API, where the
+//!   probes above cannot follow: raw memory (`ctypes`), every object (`gc.get_objects`,
+//!   `gc.get_referrers`), code and defaults of existing functions (`object.__setattr__`), or
+//!   another audit hook.
+//!
+//! Nothing here runs code a program could have replaced: the objects watched, the getters and
+//! the collector's functions were captured before any run, and the comparisons are C-level.
+//! State kept in C by an extension module beyond what it exposes to Python (a C library's own
+//! globals) is out of reach: see the README's trust model.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyModule, PyTuple, PyType};
+
+/// Audit events after which a run's effects cannot be followed by the other probes. A trailing
+/// `.` matches every event of that family.
+const TAINTING_EVENTS: &[&str] = &[
+    "ctypes.",
+    "gc.get_objects",
+    "gc.get_referrers",
+    "gc.get_referents",
+    "object.__setattr__",
+    "object.__delattr__",
+    "sys.addaudithook",
+];
+
+/// Index + 1 into [`TAINTING_EVENTS`] of the first such event since the last reset (0: none).
+static TAINT: AtomicUsize = AtomicUsize::new(0);
+/// Set while the check itself calls a tainting function (it counts survivors with
+/// `gc.get_objects`).
+static MUTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" {
+    // Not wrapped by pyo3-ffi; part of CPython's stable C API since 3.8.
+    fn PySys_AddAuditHook(
+        hook: Option<unsafe extern "C" fn(*const c_char, *mut ffi::PyObject, *mut c_void) -> c_int>,
+        user_data: *mut c_void,
+    ) -> c_int;
+}
+
+unsafe extern "C" fn on_audit_event(
+    event: *const c_char,
+    _arguments: *mut ffi::PyObject,
+    _user_data: *mut c_void,
+) -> c_int {
+    if event.is_null() || MUTED.load(Ordering::Relaxed) || TAINT.load(Ordering::Relaxed) != 0 {
+        return 0;
+    }
+    // SAFETY: CPython passes a NUL-terminated event name that lives for the call.
+    let event = unsafe { CStr::from_ptr(event) }.to_bytes();
+    let tainting = TAINTING_EVENTS.iter().position(|name| {
+        let name = name.as_bytes();
+        if name.ends_with(b".") {
+            event.starts_with(name)
+        } else {
+            event == name
+        }
+    });
+    if let Some(index) = tainting {
+        TAINT.store(index + 1, Ordering::Relaxed);
+    }
+    0
+}
+
+/// Installs the audit hook; once per process, in the template (forks inherit it). A C hook
+/// cannot be removed or seen from Python.
+pub fn install_audit_hook() -> Result<(), String> {
+    // SAFETY: the hook is a plain function that only touches atomics; no user data.
+    let status = unsafe { PySys_AddAuditHook(Some(on_audit_event), std::ptr::null_mut()) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err("CPython refused the residue check's audit hook".into())
+    }
+}
+
+/// The stamp CPython puts on a dict and changes on every modification (PEP 509).
+fn dict_version(dict: *mut ffi::PyObject) -> u64 {
+    // SAFETY: callers pass a live dict (held by a `Py` of ours); reading the field is a plain
+    // load. The field is deprecated from 3.12 on, but still maintained there and in 3.13.
+    #[allow(deprecated)]
+    unsafe {
+        (*(dict as *mut ffi::PyDictObject)).ma_version_tag
+    }
+}
+
+/// The dict of a class (`tp_dict`); null for static built-in types on 3.12 and later.
+fn class_dict(class: &Bound<'_, PyType>) -> *mut ffi::PyObject {
+    // SAFETY: `class` is a live type object; reading `tp_dict` is a plain load.
+    unsafe { (*class.as_type_ptr()).tp_dict }
+}
+
+/// Which objects a list or set holds, in order for a list: a change of any item changes it.
+fn items_fingerprint(container: &Bound<'_, PyAny>) -> u64 {
+    let mix = |hash: u64, pointer: usize| (hash ^ pointer as u64).wrapping_mul(0x100_0000_01b3);
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    if let Ok(list) = container.cast::<PyList>() {
+        for item in list.iter() {
+            hash = mix(hash, item.as_ptr() as usize);
+        }
+        return mix(hash, list.len());
+    }
+    // A set's order is its table's: a sum of mixed pointers does not depend on it.
+    let mut sum = 0u64;
+    let mut count = 0usize;
+    if let Ok(items) = container.try_iter() {
+        for item in items.flatten() {
+            sum = sum.wrapping_add(mix(0, item.as_ptr() as usize));
+            count += 1;
+        }
+    }
+    mix(sum, count)
+}
+
+/// Whether a setting's value is what it was: the same object, or an equal value of a built-in
+/// type. Anything else counts as changed, so no `__eq__` of a program's class ever runs here.
+fn same_setting(before: &Bound<'_, PyAny>, now: &Bound<'_, PyAny>) -> bool {
+    if before.is(now) {
+        return true;
+    }
+    // SAFETY: Py_TYPE of live objects.
+    let (kind, other) = unsafe { (ffi::Py_TYPE(before.as_ptr()), ffi::Py_TYPE(now.as_ptr())) };
+    if kind != other {
+        return false;
+    }
+    let py = before.py();
+    if before.is_instance_of::<PyTuple>() {
+        let (Ok(a), Ok(b)) = (before.cast::<PyTuple>(), now.cast::<PyTuple>()) else {
+            return false;
+        };
+        return a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| same_setting(&x, &y));
+    }
+    let builtin = [
+        py.get_type::<pyo3::types::PyInt>(),
+        py.get_type::<pyo3::types::PyFloat>(),
+        py.get_type::<pyo3::types::PyString>(),
+        py.get_type::<pyo3::types::PyBool>(),
+    ];
+    if builtin.iter().any(|t| t.as_type_ptr() == kind) {
+        return before.eq(now).unwrap_or(false);
+    }
+    false
+}
+
+struct Watched<T> {
+    label: String,
+    object: Py<T>,
+    stamp: u64,
+}
+
+struct Setting {
+    label: String,
+    getter: Py<PyAny>,
+    value: Py<PyAny>,
+}
+
+/// A fresh worker's interpreter, as the residue check compares it.
+pub struct PythonBaseline {
+    namespaces: Vec<Watched<PyDict>>,
+    classes: Vec<Watched<PyType>>,
+    containers: Vec<Watched<PyAny>>,
+    settings: Vec<Setting>,
+    /// `sys.modules` and what it held: compared by content, since each run's `__main__` is put
+    /// in and taken out again.
+    modules: Py<PyDict>,
+    module_entries: Vec<(Py<PyAny>, Py<PyAny>)>,
+    get_objects: Py<PyAny>,
+    survivors: usize,
+}
+
+/// Most things named in one worker's residue; the first ones are enough to say why.
+const MAX_NAMED: usize = 5;
+
+impl PythonBaseline {
+    /// Records the interpreter as it is now. Call in a fresh worker before its first run.
+    pub fn take(py: Python<'_>, runtime: &Bound<'_, PyModule>) -> PyResult<Self> {
+        type Labelled<'py, T> = Vec<(String, Bound<'py, T>)>;
+        let (namespaces, classes, containers, settings): (
+            Labelled<PyDict>,
+            Labelled<PyType>,
+            Labelled<PyAny>,
+            Labelled<PyAny>,
+        ) = runtime.getattr("residue_watch")?.call0()?.extract()?;
+        let namespaces = namespaces
+            .into_iter()
+            .map(|(label, dict)| Watched {
+                label,
+                stamp: dict_version(dict.as_ptr()),
+                object: dict.unbind(),
+            })
+            .collect();
+        let classes = classes
+            .into_iter()
+            .filter(|(_, class)| !class_dict(class).is_null())
+            .map(|(label, class)| Watched {
+                label,
+                stamp: dict_version(class_dict(&class)),
+                object: class.unbind(),
+            })
+            .collect();
+        let containers = containers
+            .into_iter()
+            .map(|(label, container)| Watched {
+                label,
+                stamp: items_fingerprint(&container),
+                object: container.unbind(),
+            })
+            .collect();
+        let getters: Vec<(String, Py<PyAny>)> = settings
+            .into_iter()
+            .map(|(label, getter)| (label, getter.unbind()))
+            .collect();
+        let modules = py.import("sys")?.getattr("modules")?.cast_into::<PyDict>()?;
+        let module_entries = modules
+            .iter()
+            .map(|(name, module)| (name.unbind(), module.unbind()))
+            .collect();
+        let gc = py.import("gc")?;
+        // SAFETY: a full collection with the GIL held.
+        unsafe { ffi::PyGC_Collect() };
+        gc.getattr("freeze")?.call0()?;
+        // Read after the freeze, which is one of them.
+        let settings = getters
+            .into_iter()
+            .map(|(label, getter)| {
+                Ok(Setting {
+                    value: getter.bind(py).call0()?.unbind(),
+                    label,
+                    getter,
+                })
+            })
+            .collect::<PyResult<_>>()?;
+        let mut baseline = Self {
+            namespaces,
+            classes,
+            containers,
+            settings,
+            modules: modules.unbind(),
+            module_entries,
+            get_objects: gc.getattr("get_objects")?.unbind(),
+            survivors: 0,
+        };
+        baseline.survivors = baseline.survivors(py)?.0;
+        // Taking the baseline used gc.get_objects itself.
+        TAINT.store(0, Ordering::Relaxed);
+        Ok(baseline)
+    }
+
+    /// Objects the collector tracks that are not frozen (counted after a collection), and the
+    /// type names of the first few.
+    fn survivors(&self, py: Python<'_>) -> PyResult<(usize, Vec<String>)> {
+        MUTED.store(true, Ordering::Relaxed);
+        let objects = self.get_objects.bind(py).call0();
+        MUTED.store(false, Ordering::Relaxed);
+        let objects = objects?.cast_into::<PyList>()?;
+        let names = objects
+            .iter()
+            .take(MAX_NAMED)
+            .filter_map(|object| object.get_type().qualname().ok())
+            .map(|name| name.to_string())
+            .collect();
+        Ok((objects.len(), names))
+    }
+
+    /// What differs from the baseline: empty when a later run would see a fresh interpreter.
+    /// Cheapest probes first; stops once a few things are named.
+    pub fn residue(&self, py: Python<'_>) -> Vec<String> {
+        // First: a collection runs the finalizers of the run's garbage, which are the run's
+        // code too, and whatever they change must be seen by the probes below.
+        // SAFETY: a full collection with the GIL held; frozen objects are not looked at.
+        unsafe { ffi::PyGC_Collect() };
+        let mut found = Vec::new();
+        let taint = TAINT.swap(0, Ordering::Relaxed);
+        if taint > 0 {
+            found.push(format!(
+                "it used {}, which reaches state no check can follow",
+                TAINTING_EVENTS[taint - 1].trim_end_matches('.')
+            ));
+        }
+        let changed = |label: &str| format!("{label} changed");
+        let namespaces = self
+            .namespaces
+            .iter()
+            .filter(|w| dict_version(w.object.as_ptr()) != w.stamp)
+            .map(|w| changed(&w.label));
+        let classes = self
+            .classes
+            .iter()
+            .filter(|w| dict_version(class_dict(w.object.bind(py))) != w.stamp)
+            .map(|w| changed(&w.label));
+        let containers = self
+            .containers
+            .iter()
+            .filter(|w| items_fingerprint(w.object.bind(py)) != w.stamp)
+            .map(|w| changed(&w.label));
+        found.extend(namespaces.chain(classes).chain(containers).take(MAX_NAMED));
+        if found.len() >= MAX_NAMED {
+            return found;
+        }
+        if let Some(modules) = self.modules_changed(py) {
+            found.push(modules);
+        }
+        for setting in &self.settings {
+            let now = setting.getter.bind(py).call0();
+            let same = now
+                .as_ref()
+                .is_ok_and(|now| same_setting(setting.value.bind(py), now));
+            if !same {
+                found.push(changed(&setting.label));
+                if found.len() >= MAX_NAMED {
+                    return found;
+                }
+            }
+        }
+        match self.survivors(py) {
+            Ok((count, names)) if count > self.survivors => found.push(format!(
+                "{} objects it created are still alive ({}{})",
+                count - self.survivors,
+                names.join(", "),
+                if count > names.len() { ", ..." } else { "" }
+            )),
+            Ok(_) => {}
+            Err(error) => found.push(format!("its objects could not be counted: {error}")),
+        }
+        found
+    }
+
+    fn modules_changed(&self, py: Python<'_>) -> Option<String> {
+        let modules = self.modules.bind(py);
+        if modules.len() != self.module_entries.len() {
+            return Some(format!(
+                "sys.modules changed ({} modules, {} in a fresh worker)",
+                modules.len(),
+                self.module_entries.len()
+            ));
+        }
+        self.module_entries.iter().find_map(|(name, module)| {
+            let now = modules.get_item(name.bind(py)).ok().flatten();
+            match now {
+                Some(now) if now.is(module.bind(py)) => None,
+                _ => Some(format!("sys.modules[{}] changed", name.bind(py))),
+            }
+        })
+    }
+}
