@@ -21,8 +21,18 @@ pub const WORKER_FD_ENV: &str = "QNTX_WORKER_FD";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromTemplate {
-    /// The worker process `pid` ended, for `cause`; its successor's `Ready` follows.
+    /// The worker process `pid` ended, for `cause`. The template wakes its successor (whose
+    /// `Ready` follows) once the supervisor says [`ToTemplate::Continue`].
     Exited { pid: i32, cause: String },
+}
+
+/// What the supervisor tells a template.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToTemplate {
+    /// Everything the ended worker wrote has been read (a frame it left half-written has been
+    /// dropped): its successor may start writing.
+    Continue,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +227,19 @@ pub fn write_blocking<T: Serialize>(
     writer.write_all(&encode(message)?)?;
     writer.flush()?;
     Ok(())
+}
+
+/// The length of the whole frames at the front of `buffer` (what follows is a partial one).
+pub fn whole_frames_len(buffer: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(header) = buffer.get(at..at + 4) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if buffer.len() < at + 4 + len {
+            break;
+        }
+        at += 4 + len;
+    }
+    at
 }
 
 /// Takes one whole frame from the front of `buffer`, if there is one (supervisor side).

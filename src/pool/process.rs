@@ -14,7 +14,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use crate::ipc::{self, FrameError, FromTemplate, FromWorker, ToWorker};
+use crate::ipc::{self, FrameError, FromTemplate, FromWorker, ToTemplate, ToWorker};
 use crate::platform::{self, ProcessTree};
 
 /// Smallest read from a worker's socket.
@@ -51,8 +51,9 @@ pub struct WorkerProcess {
     interrupts: UnixStream,
     control: UnixStream,
     control_received: Vec<u8>,
-    /// A worker end reported by the template, given out after the worker's last whole frame.
-    ended: Option<String>,
+    /// A worker end reported by the template (its pid and cause), given out after the worker's
+    /// last whole frame.
+    ended: Option<(i32, String)>,
     pub python_version: String,
 }
 
@@ -198,9 +199,11 @@ impl WorkerProcess {
             if let Some(message) = ipc::take_frame(&mut self.received)? {
                 return Ok(Incoming::Message(message));
             }
-            if let Some(cause) = self.ended.take() {
-                self.received.clear();
-                return Ok(Incoming::WorkerEnded(cause));
+            match self.ended.take() {
+                Some((pid, cause)) if pid == self.worker.leader() => {
+                    return Ok(Incoming::WorkerEnded(cause))
+                }
+                _ => {} // a worker already succeeded
             }
             // Room for the rest of the frame being read (a run's output can be megabytes).
             let needed = match self.received.first_chunk::<4>() {
@@ -224,12 +227,13 @@ impl WorkerProcess {
                     while let Some(FromTemplate::Exited { pid, cause }) =
                         ipc::take_frame(&mut self.control_received)?
                     {
-                        // The end of a worker already replaced (its successor's Ready came
-                        // first, on the other socket) is old news.
-                        if pid == self.worker.leader() {
-                            self.drain_work_socket()?;
-                            self.ended = Some(cause);
-                        }
+                        // All it wrote is in the socket by now: keep its whole frames, drop a
+                        // half-written one, then let its successor speak.
+                        self.drain_work_socket()?;
+                        self.received.truncate(ipc::whole_frames_len(&self.received));
+                        let frame = ipc::encode(&ToTemplate::Continue)?;
+                        self.control.try_write(&frame)?;
+                        self.ended = Some((pid, cause));
                     }
                 }
             }

@@ -18,7 +18,7 @@ use pyo3::{ffi, Python};
 
 use super::runtime::Runtime;
 use super::{Channels, WorkerError};
-use crate::ipc::{self, FromTemplate};
+use crate::ipc::{self, FromTemplate, ToTemplate};
 use crate::platform;
 
 /// The write end of the SIGCHLD pipe, for the signal handler (-1: none).
@@ -67,7 +67,11 @@ pub fn serve(runtime: &Runtime, channels: Channels) -> Result<(), WorkerError> {
     };
     let result = template.run();
     template.stop();
-    result
+    match result {
+        // The supervisor went away while a worker's end was being reported.
+        Err(WorkerError::Frame(ipc::FrameError::Closed)) => Ok(()),
+        other => other,
+    }
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
@@ -114,8 +118,12 @@ impl Template<'_> {
                 return Err(WorkerError::Template(error));
             }
             if fds[0].revents != 0 {
-                // The supervisor never writes here: readable means it has gone.
-                return Ok(());
+                // Outside a worker's end the supervisor says nothing here: this is its going
+                // away (or a stray Continue, read and ignored).
+                match ipc::read_blocking::<ToTemplate>(&mut self.channels.control) {
+                    Ok(ToTemplate::Continue) => continue,
+                    Err(_) => return Ok(()),
+                }
             }
             if fds[1].revents != 0 {
                 drain(&self.child_events);
@@ -141,8 +149,15 @@ impl Template<'_> {
                 self.worker = None;
                 self.kill_orphans();
                 let cause = crate::pool::describe_exit(exit_status(status));
-                ipc::write_blocking(&mut self.channels.control, &FromTemplate::Exited { pid, cause })?;
-                self.start_worker()?;
+                let ended = FromTemplate::Exited { pid, cause };
+                ipc::write_blocking(&mut self.channels.control, &ended)?;
+                // The successor shares the work socket: it may write only once the supervisor
+                // has read all the ended worker wrote.
+                match ipc::read_blocking::<ToTemplate>(&mut self.channels.control) {
+                    Ok(ToTemplate::Continue) => self.start_worker()?,
+                    Err(ipc::FrameError::Closed) => return Err(ipc::FrameError::Closed.into()),
+                    Err(error) => return Err(error.into()),
+                }
             }
             // Anything else is an orphan of a worker's program, killed and now reaped.
         }
