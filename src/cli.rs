@@ -76,8 +76,9 @@ enum Mode {
     Worker {
         #[arg(long)]
         python_env: Option<PathBuf>,
-        /// A module the template imports once, so every worker has it warm (repeatable).
-        #[arg(long)]
+        /// Modules the template imports once, so every worker has them warm (the variant's
+        /// `preload`).
+        #[arg(long, value_delimiter = ',')]
         preload: Vec<String>,
         #[arg(long, value_enum, default_value_t = LogLevel::Info)]
         log_level: LogLevel,

@@ -12,6 +12,10 @@ pub struct Variant {
     pub description: String,
     #[serde(default)]
     pub packages: Vec<Package>,
+    /// Modules each worker of this environment imports once, before it forks any run, so runs
+    /// find them loaded. Optional; none by default (a cold environment starts fastest).
+    #[serde(default)]
+    pub preload: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,5 +65,19 @@ impl Variant {
             .iter()
             .map(|p| p.module().to_owned())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_is_optional_and_read_when_given() {
+        let plain: Variant = toml::from_str("name = \"x\"").unwrap();
+        assert!(plain.preload.is_empty());
+        let warm: Variant =
+            toml::from_str("name = \"x\"\npreload = [\"json\", \"decimal\"]").unwrap();
+        assert_eq!(warm.preload, ["json", "decimal"]);
     }
 }

@@ -605,3 +605,53 @@ async fn a_run_that_leaves_state_behind_gets_its_whole_answer_and_the_next_run_a
         "the fresh worker is kept"
     );
 }
+
+/// A plugin whose default environment's variant file preloads `preload`.
+async fn with_preload(preload: &str) -> (tempfile::TempDir, Plugin) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warm.toml");
+    std::fs::write(&file, format!("name = \"warm\"\npreload = {preload}\n")).unwrap();
+    let plugin = Plugin::start(&["--workers", "1", "--variant", file.to_str().unwrap()]);
+    (dir, plugin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preloaded_modules_are_warm_in_every_run_and_in_every_fresh_worker() {
+    let (_dir, plugin) = with_preload("[\"colorsys\"]").await;
+    wait_ready(&plugin).await;
+    let mut client = plugin.python().await;
+    let probe =
+        "import sys\n['colorsys' in sys.modules, hasattr(sys.modules['colorsys'], 'marker')]";
+    assert_eq!(value_of(&mut client, probe).await, json!([true, false]));
+
+    // A run that changes the preloaded module: the next worker has it loaded, and unchanged.
+    let before = worker_pid(&mut client).await;
+    value_of(&mut client, "import colorsys\ncolorsys.marker = 1\n1").await;
+    assert_eq!(value_of(&mut client, probe).await, json!([true, false]));
+    assert_ne!(worker_pid(&mut client).await, before);
+
+    let plain = one_worker().await;
+    let mut client = plain.python().await;
+    let response = execute(&mut client, "import sys\n'colorsys' in sys.modules").await;
+    assert_eq!(result_object(&response)["result"], json!(false));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preload_that_cannot_be_imported_is_named() {
+    let (_dir, plugin) = with_preload("[\"no_such_module_here\"]").await;
+    let mut client = plugin.python().await;
+    let error = client
+        .execute(qntx_python_plugin::proto::PythonExecuteRequest {
+            code: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no worker can start");
+    assert!(
+        error
+            .message()
+            .contains("cannot preload module no_such_module_here"),
+        "{}",
+        error.message()
+    );
+}

@@ -127,6 +127,10 @@ impl Environments {
                     args.push("--python-env".into());
                     args.push(path.display().to_string());
                 }
+                if let Some((_, variant)) = variant.filter(|(_, v)| !v.preload.is_empty()) {
+                    args.push("--preload".into());
+                    args.push(variant.preload.join(","));
+                }
                 let config = PoolConfig {
                     queue_capacity: setup.queue_capacity,
                     worker: WorkerCommand {

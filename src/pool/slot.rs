@@ -273,7 +273,11 @@ impl Slot {
             match verdict {
                 Ok(Incoming::Message(FromWorker::Reusable)) => return,
                 Ok(Incoming::Message(FromWorker::Retiring { residue, running })) => {
-                    tracing::debug!(slot = self.index, ?residue, "a run left state behind; replacing its worker");
+                    tracing::debug!(
+                        slot = self.index,
+                        ?residue,
+                        "a run left state behind; replacing its worker"
+                    );
                     let counter = if running {
                         &self.shared.stats.worker_restarts
                     } else {
@@ -289,7 +293,11 @@ impl Slot {
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Incoming::Message(other)) => {
-                    tracing::error!(slot = self.index, ?other, "a worker sent no verdict; replacing it");
+                    tracing::error!(
+                        slot = self.index,
+                        ?other,
+                        "a worker sent no verdict; replacing it"
+                    );
                     worker.kill_worker();
                 }
                 Err(_) => {
@@ -304,8 +312,14 @@ impl Slot {
             return;
         };
         let startup = self.shared.config.startup_timeout;
-        if !matches!(tokio::time::timeout(startup, worker.await_successor()).await, Ok(Ok(()))) {
-            tracing::error!(slot = self.index, "no successor worker was forked; restarting the template");
+        if !matches!(
+            tokio::time::timeout(startup, worker.await_successor()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::error!(
+                slot = self.index,
+                "no successor worker was forked; restarting the template"
+            );
             self.lost_worker();
             drop(self.retire_worker());
         }

@@ -7,6 +7,7 @@
 //! are kept while the endpoints stay the same.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use pyo3::prelude::*;
@@ -28,6 +29,14 @@ struct Session {
 
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
 static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+/// Threads of the runtime below that are alive: the worker's own, not a program's, so the
+/// residue check leaves them out of its thread count.
+static OWN_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads the host link runs right now.
+pub fn own_threads() -> usize {
+    OWN_THREADS.load(Ordering::SeqCst)
+}
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
     RUNTIME
@@ -36,6 +45,12 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("host-link")
+                .on_thread_start(|| {
+                    OWN_THREADS.fetch_add(1, Ordering::SeqCst);
+                })
+                .on_thread_stop(|| {
+                    OWN_THREADS.fetch_sub(1, Ordering::SeqCst);
+                })
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the host link runtime: {e}"))

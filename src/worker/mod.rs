@@ -156,7 +156,10 @@ fn serve(
 ) -> Result<(), WorkerError> {
     let interrupter = Arc::new(interrupter);
     let mut work = channels.work.try_clone().map_err(ipc::FrameError::Io)?;
-    let interrupts = channels.interrupts.try_clone().map_err(ipc::FrameError::Io)?;
+    let interrupts = channels
+        .interrupts
+        .try_clone()
+        .map_err(ipc::FrameError::Io)?;
     let stdout = StreamCapture::install(1).map_err(WorkerError::Capture)?;
     let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
     spawn_interrupt_listener(interrupts, Arc::clone(&interrupter))?;
@@ -186,7 +189,7 @@ fn serve(
                     stderr: stderr.finish(),
                     result_json: ran.result_json,
                     error: ran.error,
-                    leftovers: still_running(ran.leftover_threads, &process),
+                    leftovers: still_running(runtime, ran.leftover_threads),
                 })
             }
             ToWorker::CheckModules { modules } => FromWorker::ModulesChecked {
@@ -209,12 +212,13 @@ fn serve(
 }
 
 /// Threads and processes a run left running, named for its answer (two cheap checks, so the
-/// caller learns about them with the result). Threads are counted by the OS, so one started
-/// past `threading` counts too.
-fn still_running(threads: Vec<String>, process: &ProcessState) -> Vec<String> {
-    let mut leftovers: Vec<String> = threads.iter().map(|t| format!("thread '{t}'")).collect();
-    if threads.is_empty() && process.threads_changed() {
-        leftovers.push("a thread started outside `threading`".into());
+/// caller learns about them with the result). Threads are those in the interpreter's list, so
+/// one started past `threading` (with `_thread`) counts too.
+fn still_running(runtime: &Runtime, named: Vec<String>) -> Vec<String> {
+    let mut leftovers: Vec<String> = named.iter().map(|t| format!("thread '{t}'")).collect();
+    let unnamed = runtime.python_threads().saturating_sub(1 + named.len());
+    if unnamed > 0 {
+        leftovers.push(format!("{unnamed} thread(s) started outside `threading`"));
     }
     leftovers.extend(
         platform::running_children()
@@ -228,7 +232,7 @@ fn still_running(threads: Vec<String>, process: &ProcessState) -> Vec<String> {
 /// the next.
 fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState) -> FromWorker {
     let children = platform::running_children();
-    let running = !children.is_empty() || process.threads_changed();
+    let running = !children.is_empty() || runtime.python_threads() > 1;
     let mut residue: Vec<String> = children
         .iter()
         .take(3)

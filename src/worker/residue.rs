@@ -234,7 +234,10 @@ impl PythonBaseline {
             .into_iter()
             .map(|(label, getter)| (label, getter.unbind()))
             .collect();
-        let modules = py.import("sys")?.getattr("modules")?.cast_into::<PyDict>()?;
+        let modules = py
+            .import("sys")?
+            .getattr("modules")?
+            .cast_into::<PyDict>()?;
         let module_entries = modules
             .iter()
             .map(|(name, module)| (name.unbind(), module.unbind()))

@@ -53,10 +53,10 @@ fn load<'py>(py: Python<'py>, name: &str, source: &str) -> PyResult<Bound<'py, P
     py.import("sys")?
         .getattr("modules")?
         .set_item(name, &module)?;
-    let code = py
-        .import("builtins")?
-        .getattr("compile")?
-        .call1((source, format!("{name}.py"), "exec"))?;
+    let code =
+        py.import("builtins")?
+            .getattr("compile")?
+            .call1((source, format!("{name}.py"), "exec"))?;
     py.import("builtins")?
         .getattr("exec")?
         .call1((code, &namespace))?;
@@ -169,6 +169,25 @@ impl Runtime {
         }
         Python::attach(|py| PythonBaseline::take(py, self.runtime.bind(py)))
             .map_err(|e| format!("cannot record the worker's baseline: {e}"))
+    }
+
+    /// Threads that have run Python code and still exist, the main one included: counted in
+    /// the interpreter's own list, which a raw `_thread` thread joins too.
+    pub fn python_threads(&self) -> usize {
+        Python::attach(|_py| {
+            // SAFETY: walking the interpreter's thread states with the GIL held, which keeps
+            // the list from changing under us.
+            unsafe {
+                let mut count = 0;
+                let mut state =
+                    pyo3::ffi::PyInterpreterState_ThreadHead(pyo3::ffi::PyInterpreterState_Get());
+                while !state.is_null() {
+                    count += 1;
+                    state = pyo3::ffi::PyThreadState_Next(state);
+                }
+                count
+            }
+        })
     }
 
     /// What the last request left behind (see residue.rs); empty when nothing.

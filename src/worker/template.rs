@@ -57,6 +57,15 @@ pub fn serve(runtime: &Runtime, channels: Channels) -> Result<(), WorkerError> {
     set_child_handler(on_child_signal as *const () as usize);
     // Orphans of a worker's programs that outlive it come here, to be killed.
     platform::become_subreaper();
+    // The template's own code never starts a thread; a preloaded library may have (numpy's
+    // OpenBLAS keeps a pool). Forking then relies on that library's fork handlers, as
+    // multiprocessing's fork start method does: said once, for whoever debugs a hang.
+    if let Some(threads) = platform::thread_count(std::process::id() as i32).filter(|n| *n > 1) {
+        tracing::info!(
+            threads,
+            "the template runs threads started by preloaded modules"
+        );
+    }
     let mut template = Template {
         runtime,
         channels,
@@ -195,15 +204,6 @@ impl Template<'_> {
     }
 
     fn fork_standby(&self) -> std::io::Result<Standby> {
-        match platform::thread_count(std::process::id() as i32) {
-            Some(1) | None => {}
-            Some(threads) => {
-                return Err(std::io::Error::other(format!(
-                    "the template has {threads} threads and cannot fork safely (did a \
-                     preloaded module start one?)"
-                )))
-            }
-        }
         let (wake_read, wake_write) = platform::pipe()?;
         let template_only = [
             self.channels.control.as_raw_fd(),
@@ -228,10 +228,21 @@ impl Template<'_> {
         }
     }
 
-    /// Ends the worker, the standby and whatever is left below the template.
+    /// Ends the worker, the standby and whatever is left below the template, and reaps them,
+    /// so none outlives it even as a zombie (within a bound: one stuck in the kernel is left).
     fn stop(&mut self) {
         for pid in platform::running_children() {
             platform::ProcessTree::led_by(pid).kill();
+        }
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < give_up {
+            // SAFETY: waitpid on any child of ours; a null status pointer is allowed.
+            let reaped = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+            match reaped {
+                0 => std::thread::sleep(std::time::Duration::from_millis(1)),
+                pid if pid > 0 => {}
+                _ => return, // no children left
+            }
         }
     }
 }
