@@ -1,6 +1,7 @@
 //! macOS: no `pipe2`, no `SOCK_CLOEXEC`, no parent-death signal, no `sigtimedwait`, no `/proc`.
 //! Compiled and clippy-checked in CI from Linux (`.ci/run`); not run on a Mac there.
 
+use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use super::posix::{discard_pending, pipe};
@@ -87,4 +88,93 @@ pub fn running_children_of(pid: u32) -> Vec<u32> {
 fn is_running(pid: libc::pid_t) -> bool {
     pid_info::<libc::proc_bsdinfo>(pid, libc::PROC_PIDTBSDINFO)
         .is_some_and(|info| info.pbi_status != libc::SZOMB)
+}
+
+// What a later run could observe (`process_state`).
+
+/// This process's threads.
+pub fn own_threads() -> Option<u32> {
+    thread_count(nix::unistd::getpid().as_raw())
+}
+
+/// Descriptors open in this process, ascending.
+pub fn open_fds() -> Option<Vec<RawFd>> {
+    let me = nix::unistd::getpid().as_raw();
+    let empty = libc::proc_fdinfo {
+        proc_fd: 0,
+        proc_fdtype: 0,
+    };
+    let mut infos = vec![empty; 64];
+    loop {
+        let bytes = std::mem::size_of_val(infos.as_slice()) as libc::c_int;
+        // SAFETY: the kernel writes at most `bytes` bytes of records into the buffer and
+        // returns how many it wrote (0 on error).
+        let written = unsafe {
+            libc::proc_pidinfo(
+                me,
+                libc::PROC_PIDLISTFDS,
+                0,
+                infos.as_mut_ptr().cast(),
+                bytes,
+            )
+        };
+        if written <= 0 {
+            return None;
+        }
+        let count = written as usize / std::mem::size_of::<libc::proc_fdinfo>();
+        if count < infos.len() {
+            infos.truncate(count);
+            break;
+        }
+        // Full: there may be more.
+        infos.resize(infos.len() * 2, empty);
+    }
+    let mut fds: Vec<RawFd> = infos.iter().map(|info| info.proc_fd).collect();
+    fds.sort_unstable();
+    Some(fds)
+}
+
+/// Every signal: macOS has no realtime ones.
+pub fn signals() -> impl Iterator<Item = libc::c_int> {
+    1..=31
+}
+
+/// A name for a signal nix has none for.
+pub fn unnamed_signal(signal: libc::c_int) -> String {
+    format!("signal {signal}")
+}
+
+/// The C environment, a null-terminated array of `NAME=value` strings (or null). Through
+/// `_NSGetEnviron`: `environ` itself is not reachable from a shared library on macOS.
+pub fn environ() -> *const *const libc::c_char {
+    // SAFETY: _NSGetEnviron returns the address of the process's `environ`, which lives as
+    // long as the process; what it points to is the caller's to read under its conditions.
+    unsafe { (*libc::_NSGetEnviron()).cast_const().cast() }
+}
+
+pub type Resource = libc::c_int;
+
+/// Every resource limit macOS has (RLIMIT_RSS is another name for RLIMIT_AS there).
+pub const RESOURCE_LIMITS: [(Resource, &str); 9] = [
+    (libc::RLIMIT_AS, "RLIMIT_AS"),
+    (libc::RLIMIT_CORE, "RLIMIT_CORE"),
+    (libc::RLIMIT_CPU, "RLIMIT_CPU"),
+    (libc::RLIMIT_DATA, "RLIMIT_DATA"),
+    (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+    (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
+    (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+    (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
+    (libc::RLIMIT_STACK, "RLIMIT_STACK"),
+];
+
+/// Nothing beyond what POSIX has.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OsState;
+
+impl OsState {
+    pub fn capture() -> Self {
+        OsState
+    }
+
+    pub fn changes(&self, _now: &OsState, _found: &mut [String]) {}
 }

@@ -12,7 +12,9 @@
 //! - **signal waiting** ([`discard_pending`]): `sigtimedwait` does not exist on macOS;
 //! - **what a worker's processes use and which it runs** ([`ProcessTree`], [`running_children`]):
 //!   `/proc` on Linux, `libproc` on macOS;
-//! - **killing a worker with everything it started** ([`ProcessTree::kill`]).
+//! - **killing a worker with everything it started** ([`ProcessTree::kill`]);
+//! - **what a run left behind in its worker's process** ([`ProcessState`]): `/proc` and `prctl`
+//!   on Linux, `libproc` on macOS, POSIX calls for the rest.
 //!
 //! [`ProcessTree`] is the seam for containment: a tree is the worker (leader of its own process
 //! group) and every process below it, walked through the OS; on Linux the worker is their child

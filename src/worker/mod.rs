@@ -164,7 +164,7 @@ fn serve(
     let stderr = StreamCapture::install(2).map_err(WorkerError::Capture)?;
     spawn_interrupt_listener(interrupts, Arc::clone(&interrupter))?;
     // After the threads above: they belong to every worker.
-    let process = ProcessState::capture();
+    let process = process_state();
     let ready = FromWorker::Ready {
         python_version: runtime.python_version().to_owned(),
         pid: std::process::id() as i32,
@@ -228,6 +228,22 @@ fn still_running(runtime: &Runtime, named: Vec<String>) -> Vec<String> {
     leftovers
 }
 
+fn process_state() -> ProcessState {
+    ProcessState::capture_without(host_bridge::own_threads())
+}
+
+/// What differs in the process. A thread a program joined may still be counted for a moment
+/// while the kernel finishes it, so a difference in the thread count alone is looked at again.
+fn process_changes(fresh: &ProcessState) -> Vec<String> {
+    let changes = fresh.changes_since(&process_state());
+    let threads_only = changes.len() == 1 && changes[0].contains(" more thread");
+    if !threads_only {
+        return changes;
+    }
+    std::thread::yield_now();
+    fresh.changes_since(&process_state())
+}
+
 /// Whether this worker may take another request: nothing the last one did may be visible to
 /// the next.
 fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState) -> FromWorker {
@@ -238,7 +254,7 @@ fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState)
         .take(3)
         .map(|pid| format!("process {pid} it started is still running"))
         .collect();
-    residue.extend(process.changes());
+    residue.extend(process_changes(process));
     residue.extend(runtime.residue(baseline));
     if residue.is_empty() {
         FromWorker::Reusable
