@@ -151,6 +151,9 @@ impl ProcessTree {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }
+        // The leader itself too: one that does not lead a group (an orphan a template kills)
+        // is not reached by its pid as a group id.
+        let _ = nix::sys::signal::kill(self.leader, Signal::SIGKILL);
         let _ = killpg(self.leader, Signal::SIGKILL);
     }
 

@@ -78,7 +78,17 @@ impl Runtime {
                 let runtime = py.import("qntx_runtime")?;
                 let python_version: String =
                     runtime.getattr("setup")?.call1((environment,))?.extract()?;
-                runtime.getattr("preload")?.call1((preload.to_vec(),))?;
+                let failed: Vec<(String, String)> = runtime
+                    .getattr("preload")?
+                    .call1((preload.to_vec(),))?
+                    .extract()?;
+                for (module, error) in failed {
+                    tracing::warn!(
+                        module,
+                        error,
+                        "cannot preload module {module}; runs import it themselves"
+                    );
+                }
                 Ok(Self {
                     runtime: runtime.unbind(),
                     handlers: py.import("qntx_handlers")?.unbind(),

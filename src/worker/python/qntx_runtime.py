@@ -110,14 +110,17 @@ _MAIN = sys.modules.get("__main__") or types.ModuleType("__main__")
 
 def preload(modules):
     """Imports the environment's preloaded modules once, in the template: every worker forked
-    from it has them warm. A module that cannot be imported stops the start, with its name."""
+    from it has them warm. Returns [(module, error)] for those that failed: a broken package
+    must not take the whole environment down (Health's package check names it too)."""
     import importlib
 
+    failed = []
     for name in modules:
         try:
             importlib.import_module(name)
         except BaseException as exc:
-            raise RuntimeError(f"cannot preload module {name}: {type(exc).__name__}: {exc}") from None
+            failed.append((name, f"{type(exc).__name__}: {exc}"))
+    return failed
 
 
 def after_fork():
