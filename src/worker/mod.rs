@@ -203,7 +203,9 @@ fn serve(
         };
         ipc::write_blocking(&mut work, &reply)?;
         // After the answer, so the caller never waits for the check.
+        let t0 = std::time::Instant::now();
         let verdict = verdict(runtime, baseline, &process);
+        tracing::debug!(us = t0.elapsed().as_micros() as u64, ?verdict, "TIMING verdict");
         ipc::write_blocking(&mut work, &verdict)?;
         if matches!(verdict, FromWorker::Retiring { .. }) {
             return Ok(());
@@ -235,7 +237,11 @@ fn process_state() -> ProcessState {
 /// What differs in the process. A thread a program joined may still be counted for a moment
 /// while the kernel finishes it, so a difference in the thread count alone is looked at again.
 fn process_changes(fresh: &ProcessState) -> Vec<String> {
-    let changes = fresh.changes_since(&process_state());
+    let t = std::time::Instant::now();
+    let now = process_state();
+    let t1 = t.elapsed().as_micros() as u64;
+    let changes = fresh.changes_since(&now);
+    tracing::debug!(capture = t1, compare = t.elapsed().as_micros() as u64, ?changes, "TIMING capture");
     let threads_only = changes.len() == 1 && changes[0].contains(" more thread");
     if !threads_only {
         return changes;
@@ -254,7 +260,9 @@ fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState)
         .take(3)
         .map(|pid| format!("process {pid} it started is still running"))
         .collect();
+    let t = std::time::Instant::now();
     residue.extend(process_changes(process));
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING process");
     residue.extend(runtime.residue(baseline));
     if residue.is_empty() {
         FromWorker::Reusable

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyModule, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyModule, PyType};
 
 /// Audit events after which a run's effects cannot be followed by the other probes. A trailing
 /// `.` matches every event of that family.
@@ -115,55 +115,73 @@ fn class_dict(class: &Bound<'_, PyType>) -> *mut ffi::PyObject {
 }
 
 /// Which objects a list or set holds, in order for a list: a change of any item changes it.
+/// Read straight from the list's array or the set's table (no reference counting, so a list of
+/// thousands costs microseconds).
 fn items_fingerprint(container: &Bound<'_, PyAny>) -> u64 {
     let mix = |hash: u64, pointer: usize| (hash ^ pointer as u64).wrapping_mul(0x100_0000_01b3);
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-    if let Ok(list) = container.cast::<PyList>() {
-        for item in list.iter() {
-            hash = mix(hash, item.as_ptr() as usize);
+    let object = container.as_ptr();
+    // SAFETY: `object` is a live list or set (held by a `Py` of ours) and the GIL is held, so
+    // its array or table cannot change while we read it; lengths come from the object itself.
+    unsafe {
+        if ffi::PyList_Check(object) != 0 {
+            let list = object as *mut ffi::PyListObject;
+            let len = usize::try_from(ffi::Py_SIZE(object)).unwrap_or(0);
+            if len == 0 || (*list).ob_item.is_null() {
+                return mix(0, 0);
+            }
+            let items = std::slice::from_raw_parts((*list).ob_item, len);
+            let hash = items.iter().fold(0xcbf2_9ce4_8422_2325, |h, item| mix(h, *item as usize));
+            return mix(hash, len);
         }
-        return mix(hash, list.len());
-    }
-    // A set's order is its table's: a sum of mixed pointers does not depend on it.
-    let mut sum = 0u64;
-    let mut count = 0usize;
-    if let Ok(items) = container.try_iter() {
-        for item in items.flatten() {
-            sum = sum.wrapping_add(mix(0, item.as_ptr() as usize));
-            count += 1;
+        if ffi::PyAnySet_Check(object) != 0 {
+            let set = object as *mut ffi::PySetObject;
+            let slots = usize::try_from((*set).mask).unwrap_or(0) + 1;
+            let table = std::slice::from_raw_parts((*set).table, slots);
+            // A set's order is its table's: a sum of mixed pointers does not depend on it.
+            let sum = table
+                .iter()
+                .filter(|entry| !entry.key.is_null())
+                .fold(0u64, |sum, entry| sum.wrapping_add(mix(0, entry.key as usize)));
+            return mix(sum, usize::try_from((*set).used).unwrap_or(0));
         }
     }
-    mix(sum, count)
+    0
 }
 
-/// Whether a setting's value is what it was: the same object, or an equal value of a built-in
-/// type. Anything else counts as changed, so no `__eq__` of a program's class ever runs here.
+/// Whether a value is made only of None, booleans, numbers, strings and tuples of them (a
+/// built-in tuple type: struct sequences count, a program's tuple subclass does not), so that
+/// comparing it runs no code of a program's.
+fn is_plain(object: *mut ffi::PyObject) -> bool {
+    // SAFETY: `object` is live (held by the caller) and the GIL is held; only type pointers,
+    // flags and tuple items are read.
+    unsafe {
+        if object == ffi::Py_None() {
+            return true;
+        }
+        let kind = ffi::Py_TYPE(object);
+        let exact = [
+            &raw mut ffi::PyLong_Type,
+            &raw mut ffi::PyFloat_Type,
+            &raw mut ffi::PyUnicode_Type,
+            &raw mut ffi::PyBool_Type,
+        ];
+        if exact.contains(&kind) {
+            return true;
+        }
+        let static_type = (*kind).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0;
+        if ffi::PyTuple_Check(object) != 0 && static_type {
+            let len = ffi::PyTuple_GET_SIZE(object);
+            return (0..len).all(|i| is_plain(ffi::PyTuple_GET_ITEM(object, i)));
+        }
+        false
+    }
+}
+
+/// Whether a setting's value is what it was: the same object, or an equal plain value
+/// ([`is_plain`]). Anything else counts as changed, so no `__eq__` of a program's ever runs.
 fn same_setting(before: &Bound<'_, PyAny>, now: &Bound<'_, PyAny>) -> bool {
-    if before.is(now) {
-        return true;
-    }
-    // SAFETY: Py_TYPE of live objects.
-    let (kind, other) = unsafe { (ffi::Py_TYPE(before.as_ptr()), ffi::Py_TYPE(now.as_ptr())) };
-    if kind != other {
-        return false;
-    }
-    let py = before.py();
-    if before.is_instance_of::<PyTuple>() {
-        let (Ok(a), Ok(b)) = (before.cast::<PyTuple>(), now.cast::<PyTuple>()) else {
-            return false;
-        };
-        return a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| same_setting(&x, &y));
-    }
-    let builtin = [
-        py.get_type::<pyo3::types::PyInt>(),
-        py.get_type::<pyo3::types::PyFloat>(),
-        py.get_type::<pyo3::types::PyString>(),
-        py.get_type::<pyo3::types::PyBool>(),
-    ];
-    if builtin.iter().any(|t| t.as_type_ptr() == kind) {
-        return before.eq(now).unwrap_or(false);
-    }
-    false
+    before.is(now)
+        || (is_plain(before.as_ptr()) && is_plain(now.as_ptr()) && before.eq(now).unwrap_or(false))
 }
 
 struct Watched<T> {
@@ -295,7 +313,10 @@ impl PythonBaseline {
         // First: a collection runs the finalizers of the run's garbage, which are the run's
         // code too, and whatever they change must be seen by the probes below.
         // SAFETY: a full collection with the GIL held; frozen objects are not looked at.
+        let t = std::time::Instant::now();
         unsafe { ffi::PyGC_Collect() };
+        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING collect");
+        let t = std::time::Instant::now();
         let mut found = Vec::new();
         let taint = TAINT.swap(0, Ordering::Relaxed);
         if taint > 0 {
@@ -324,11 +345,16 @@ impl PythonBaseline {
         if found.len() >= MAX_NAMED {
             return found;
         }
+        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING versions");
+        let t = std::time::Instant::now();
         if let Some(modules) = self.modules_changed(py) {
             found.push(modules);
         }
+        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING modules");
         for setting in &self.settings {
+            let ts = std::time::Instant::now();
             let now = setting.getter.bind(py).call0();
+            if ts.elapsed().as_micros() > 10 { tracing::debug!(label = %setting.label, us = ts.elapsed().as_micros() as u64, "TIMING slow setting"); }
             let same = now
                 .as_ref()
                 .is_ok_and(|now| same_setting(setting.value.bind(py), now));
@@ -339,6 +365,9 @@ impl PythonBaseline {
                 }
             }
         }
+        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING modules+settings");
+        let t = std::time::Instant::now();
+        tracing::debug!(namespaces = self.namespaces.len(), classes = self.classes.len(), containers = self.containers.len(), settings = self.settings.len(), "TIMING sizes");
         match self.survivors(py) {
             Ok((count, names)) if count > self.survivors => found.push(format!(
                 "{} objects it created are still alive ({}{})",
@@ -349,6 +378,7 @@ impl PythonBaseline {
             Ok(_) => {}
             Err(error) => found.push(format!("its objects could not be counted: {error}")),
         }
+        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING survivors");
         found
     }
 

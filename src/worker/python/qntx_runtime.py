@@ -244,7 +244,8 @@ def residue_watch():
         ("whether the garbage collector runs", gc.isenabled),
         ("the garbage collector's thresholds", gc.get_threshold),
         ("the garbage collector's debug flags", gc.get_debug),
-        ("the objects frozen out of the garbage collector", gc.get_freeze_count),
+        # Not gc.get_freeze_count, which walks every frozen object: an unfreeze shows in the
+        # survivor count instead.
         ("the atexit callbacks", atexit._ncallbacks),
         ("faulthandler", faulthandler.is_enabled),
     ]
