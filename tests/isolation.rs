@@ -652,3 +652,32 @@ async fn a_preload_that_cannot_be_imported_is_named_and_the_environment_still_se
         "{warned:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_sent_right_after_one_that_leaves_state_run_once_each_on_a_fresh_worker() {
+    let plugin = one_worker().await;
+    let mut client = plugin.python().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let log = log.display();
+
+    // Back to back, so each benign run is usually sent while the worker before it is still
+    // deciding to retire: it must run exactly once, on the fresh worker, and in order.
+    for round in 0..15 {
+        let hostile = format!(
+            "import builtins\nbuiltins.qntx_marker = {round}\nopen('{log}', 'a').write('h{round}\\n')\n1"
+        );
+        assert_eq!(value_of(&mut client, &hostile).await, json!(1));
+        let benign = format!(
+            "import builtins\nopen('{log}', 'a').write('b{round}\\n')\nhasattr(builtins, 'qntx_marker')"
+        );
+        assert_eq!(
+            value_of(&mut client, &benign).await,
+            json!(false),
+            "round {round}"
+        );
+    }
+    let written = std::fs::read_to_string(dir.path().join("runs.log")).unwrap();
+    let expected: String = (0..15).map(|r| format!("h{r}\nb{r}\n")).collect();
+    assert_eq!(written, expected);
+}

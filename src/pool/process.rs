@@ -144,12 +144,8 @@ impl WorkerProcess {
             python_version: String::new(),
         };
         match tokio::time::timeout(startup_timeout, worker.next()).await {
-            Ok(Ok(Incoming::Message(FromWorker::Ready {
-                python_version,
-                pid,
-            }))) => {
+            Ok(Ok(Incoming::Message(FromWorker::Ready { python_version, .. }))) => {
                 worker.python_version = python_version;
-                worker.worker = ProcessTree::led_by(pid as u32);
             }
             Ok(Ok(Incoming::Message(FromWorker::StartupFailed { error }))) => {
                 return Err(SpawnError::PythonFailed(error))
@@ -197,6 +193,10 @@ impl WorkerProcess {
         use tokio::io::AsyncReadExt;
         loop {
             if let Some(message) = ipc::take_frame(&mut self.received)? {
+                if let FromWorker::Ready { pid, .. } = &message {
+                    // A successor: what the limits measure and kill from now on.
+                    self.worker = ProcessTree::led_by(*pid as u32);
+                }
                 return Ok(Incoming::Message(message));
             }
             match self.ended.take() {
@@ -249,17 +249,6 @@ impl WorkerProcess {
                 Ok(n) => self.received.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Waits for the worker that follows one that ended (or is ending), skipping whatever its
-    /// predecessor still had in flight. An error means the template is gone.
-    pub async fn await_successor(&mut self) -> Result<(), FrameError> {
-        loop {
-            if let Incoming::Message(FromWorker::Ready { pid, .. }) = self.next().await? {
-                self.worker = ProcessTree::led_by(pid as u32);
-                return Ok(());
             }
         }
     }

@@ -11,9 +11,6 @@ use super::process::{Incoming, WorkerProcess};
 use super::{Job, PoolError, RunOutcome, RunSpec, Shared, Work, WorkResult};
 use crate::ipc::{CapturedStream, FromWorker, RunRequest, ToWorker};
 
-/// Longest a worker may take to say whether it can be reused after answering.
-const VERDICT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How often a busy worker's memory is checked against the limit.
 const MEMORY_POLL: Duration = Duration::from_millis(50);
 
@@ -23,9 +20,34 @@ pub(super) struct Slot {
     worker: Option<WorkerProcess>,
     /// Held for as long as `worker` lives.
     permit: Option<Permit>,
-    /// The worker ended (or was killed) without its verdict: wait for its successor before
-    /// the next request.
-    successor_due: bool,
+    /// Where the worker is in its life, as far as the slot has heard.
+    succession: Succession,
+}
+
+/// A worker's life as its slot follows it. After each answer a worker sends its verdict and
+/// only then reads the next request, so the slot does not wait for the verdict: it reads it
+/// when idle, or while the next request waits in the socket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Succession {
+    /// Takes the next request sent.
+    Serving,
+    /// Said it retires (it will not read another request) or was killed: its end comes next.
+    Ending,
+    /// Ended: its successor's `Ready` comes next.
+    Awaiting,
+}
+
+/// What one message from a worker slot's processes means for the request in flight.
+enum Observed {
+    /// An answer (to the request in flight, or a stale one).
+    Answer(FromWorker),
+    /// The worker retires without reading another request: one sent to it goes to its successor.
+    Retired,
+    /// A successor is ready.
+    Ready,
+    /// The worker ended unexpectedly, with this cause.
+    Lost(String),
+    Nothing,
 }
 
 /// Why the supervisor interrupted a run.
@@ -40,6 +62,8 @@ enum Wake {
     Job(Job),
     GiveBack,
     Stop,
+    /// The worker's template is gone; the slot starts another.
+    WorkerGone,
 }
 
 impl Slot {
@@ -49,7 +73,7 @@ impl Slot {
             shared,
             worker: None,
             permit: None,
-            successor_due: false,
+            succession: Succession::Serving,
         }
     }
 
@@ -73,6 +97,7 @@ impl Slot {
                     continue;
                 }
                 Wake::Stop => break,
+                Wake::WorkerGone => continue,
             };
             if job.reply.is_closed() {
                 continue; // the caller gave up while waiting in the queue
@@ -90,8 +115,6 @@ impl Slot {
             shared.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
             shared.stats.runs_completed.fetch_add(1, Ordering::Relaxed);
             let _ = job.reply.send(result);
-            // After the answer is on its way: the worker's verdict, and its successor if needed.
-            self.settle().await;
             // Another environment has fewer workers: hand this permit over rather than take this
             // pool's next run (which then waits its turn for a permit like everyone else).
             if self.worker.is_some() && shared.budget.should_give_back(shared.id) {
@@ -126,6 +149,19 @@ impl Slot {
                 },
                 () = ticket.give_back.cancelled() => break Wake::GiveBack,
                 () = &mut idle_over => break Wake::GiveBack,
+                // The last request's verdict, and a successor when the worker retires.
+                incoming = worker_reply(self.worker.as_mut()) => match incoming {
+                    Ok(incoming) => {
+                        if let Observed::Lost(cause) = self.observe(incoming) {
+                            tracing::warn!(slot = self.index, %cause, "an idle worker ended");
+                        }
+                    }
+                    Err(_) => {
+                        let cause = self.worker_died().await;
+                        tracing::warn!(slot = self.index, %cause, "a worker's template ended");
+                        break Wake::WorkerGone;
+                    }
+                },
                 () = &mut grace, if in_grace => {
                     in_grace = false;
                     if shared.budget.others_waiting(shared.id) {
@@ -213,6 +249,7 @@ impl Slot {
 
     fn retire_worker(&mut self) -> Option<WorkerProcess> {
         let worker = self.worker.take()?;
+        self.succession = Succession::Serving;
         self.permit = None;
         self.shared
             .stats
@@ -240,113 +277,116 @@ impl Slot {
     fn kill_worker(&mut self) {
         if let Some(worker) = self.worker.as_mut() {
             worker.kill_worker();
-            self.worker_lost();
+            self.succession = Succession::Ending;
+            self.shared
+                .stats
+                .worker_restarts
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// The current worker is gone without a verdict (crashed or killed).
-    fn worker_lost(&mut self) {
-        self.successor_due = true;
-        self.shared
-            .stats
-            .worker_restarts
-            .fetch_add(1, Ordering::Relaxed);
+    /// Follows the worker's life through one message (see [`Succession`]).
+    fn observe(&mut self, incoming: Incoming) -> Observed {
+        match incoming {
+            Incoming::Message(FromWorker::Reusable) => Observed::Nothing,
+            Incoming::Message(FromWorker::Retiring { residue, running }) => {
+                tracing::debug!(
+                    slot = self.index,
+                    ?residue,
+                    "a run left state behind; replacing its worker"
+                );
+                let stats = &self.shared.stats;
+                let counter = if running {
+                    &stats.worker_restarts
+                } else {
+                    &stats.worker_refreshes
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.succession = Succession::Ending;
+                Observed::Retired
+            }
+            Incoming::WorkerEnded(cause) => {
+                let expected = self.succession != Succession::Serving;
+                self.succession = Succession::Awaiting;
+                if expected {
+                    return Observed::Nothing;
+                }
+                self.shared
+                    .stats
+                    .worker_restarts
+                    .fetch_add(1, Ordering::Relaxed);
+                Observed::Lost(cause)
+            }
+            Incoming::Message(FromWorker::Ready { .. }) => {
+                self.succession = Succession::Serving;
+                Observed::Ready
+            }
+            Incoming::Message(other) => Observed::Answer(other),
+        }
     }
 
-    /// After a request: reads the worker's verdict and, when it retires (or ended), waits for
-    /// its successor, so the slot is idle only with a worker ready for a fresh request. A
-    /// template that does not produce one in time is killed and started anew.
-    async fn settle(&mut self) {
-        let Some(worker) = self.worker.as_mut() else {
-            return;
-        };
-        if !self.successor_due {
-            // A verdict takes a collection and a few comparisons; a worker still silent after
-            // this long is stuck (a finalizer of the run that never returns) and is replaced.
-            let verdict = tokio::time::timeout(VERDICT_TIMEOUT, worker.next())
-                .await
-                .unwrap_or_else(|_| {
-                    Ok(Incoming::Message(FromWorker::StartupFailed {
-                        error: "no verdict in time".into(),
-                    }))
-                });
-            match verdict {
-                Ok(Incoming::Message(FromWorker::Reusable)) => return,
-                Ok(Incoming::Message(FromWorker::Retiring { residue, running })) => {
-                    tracing::debug!(
-                        slot = self.index,
-                        ?residue,
-                        "a run left state behind; replacing its worker"
-                    );
-                    let counter = if running {
-                        &self.shared.stats.worker_restarts
-                    } else {
-                        &self.shared.stats.worker_refreshes
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Incoming::WorkerEnded(cause)) => {
-                    tracing::warn!(slot = self.index, %cause, "a worker ended after answering");
-                    self.shared
-                        .stats
-                        .worker_restarts
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Incoming::Message(other)) => {
-                    tracing::error!(
-                        slot = self.index,
-                        ?other,
-                        "a worker sent no verdict; replacing it"
-                    );
-                    worker.kill_worker();
-                }
-                Err(_) => {
-                    let cause = self.worker_died().await;
-                    tracing::warn!(slot = self.index, %cause, "a worker's template ended");
-                    return;
+    /// Before sending a request: a worker that takes it. A template that forks no successor in
+    /// time is killed, and the slot starts another (false).
+    async fn wait_until_serving(&mut self) -> bool {
+        let startup = self.shared.config.startup_timeout;
+        let waited = tokio::time::timeout(startup, async {
+            while self.succession != Succession::Serving {
+                match worker_reply(self.worker.as_mut()).await {
+                    Ok(incoming) => {
+                        self.observe(incoming);
+                    }
+                    Err(_) => return false,
                 }
             }
+            true
+        })
+        .await;
+        if waited == Ok(true) {
+            return true;
         }
-        self.successor_due = false;
-        let Some(worker) = self.worker.as_mut() else {
-            return;
-        };
-        let startup = self.shared.config.startup_timeout;
-        if !matches!(
-            tokio::time::timeout(startup, worker.await_successor()).await,
-            Ok(Ok(()))
-        ) {
-            tracing::error!(
-                slot = self.index,
-                "no successor worker was forked; restarting the template"
-            );
-            self.lost_worker();
-            drop(self.retire_worker());
+        tracing::error!(
+            slot = self.index,
+            "no successor worker was forked; restarting the template"
+        );
+        self.lost_worker();
+        if let Some(mut worker) = self.retire_worker() {
+            worker.kill();
         }
+        false
     }
 
     async fn check_modules(
         &mut self,
         modules: Vec<String>,
     ) -> Result<Vec<crate::ipc::ModuleCheck>, PoolError> {
-        let worker = self
-            .worker
-            .as_mut()
-            .ok_or_else(|| PoolError::WorkerUnavailable("no worker".into()))?;
-        if worker
-            .send(&ToWorker::CheckModules { modules })
-            .await
-            .is_err()
-        {
-            return Err(PoolError::WorkerUnavailable(self.worker_died().await));
+        let unavailable = |cause: String| Err(PoolError::WorkerUnavailable(cause));
+        if !self.wait_until_serving().await {
+            return unavailable("no worker".into());
         }
-        match worker_reply(self.worker.as_mut()).await {
-            Ok(Incoming::Message(FromWorker::ModulesChecked { modules })) => Ok(modules),
-            Ok(Incoming::WorkerEnded(cause)) => {
-                self.worker_lost();
-                Err(PoolError::WorkerUnavailable(cause))
+        let request = ToWorker::CheckModules { modules };
+        let mut untaken = false;
+        loop {
+            let Some(worker) = self.worker.as_mut() else {
+                return unavailable("no worker".into());
+            };
+            if !untaken && worker.send(&request).await.is_err() {
+                return unavailable(self.worker_died().await);
             }
-            _ => Err(PoolError::WorkerUnavailable(self.worker_died().await)),
+            loop {
+                match worker_reply(self.worker.as_mut()).await {
+                    Ok(incoming) => match self.observe(incoming) {
+                        Observed::Answer(FromWorker::ModulesChecked { modules }) => {
+                            return Ok(modules)
+                        }
+                        Observed::Retired => untaken = true,
+                        Observed::Ready if untaken => break,
+                        Observed::Lost(cause) => return unavailable(cause),
+                        _ => {}
+                    },
+                    Err(_) => return unavailable(self.worker_died().await),
+                }
+            }
+            untaken = false; // sent again to the successor
         }
     }
 
@@ -373,18 +413,17 @@ impl Slot {
         let limit = spec.stop_by.map_or(spec.timeout, |at| {
             spec.timeout.min(at.saturating_duration_since(started))
         });
-        let Some(worker) = self.worker.as_mut() else {
+        if !self.wait_until_serving().await {
             return Err(PoolError::WorkerUnavailable("no worker".into()));
-        };
-        if worker
-            .send(&ToWorker::Run(Box::new(request)))
-            .await
-            .is_err()
-        {
+        }
+        let request = ToWorker::Run(Box::new(request));
+        if self.send(&request).await.is_err() {
             return Ok(RunOutcome::WorkerDied {
                 cause: self.worker_died().await,
             });
         }
+        // Sent to a worker that then retired before reading it: its successor gets it.
+        let mut untaken = false;
 
         let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
@@ -411,11 +450,18 @@ impl Slot {
                             _ => RunOutcome::Finished(output),
                         });
                     }
-                    Ok(Incoming::WorkerEnded(cause)) => {
-                        self.worker_lost();
-                        return Ok(RunOutcome::WorkerDied { cause });
-                    }
-                    Ok(_) => continue, // stale message; cannot happen with one run at a time
+                    Ok(incoming) => match self.observe(incoming) {
+                        Observed::Retired => untaken = true,
+                        Observed::Ready if untaken => {
+                            untaken = false;
+                            tracing::debug!(slot = self.index, run_id, "the run goes to the retired worker's successor");
+                            if self.send(&request).await.is_err() {
+                                return Ok(RunOutcome::WorkerDied { cause: self.worker_died().await });
+                            }
+                        }
+                        Observed::Lost(cause) => return Ok(RunOutcome::WorkerDied { cause }),
+                        _ => continue, // a verdict, or an answer to an earlier request
+                    },
                     Err(_) => return Ok(RunOutcome::WorkerDied { cause: self.worker_died().await }),
                 },
                 () = &mut deadline, if interrupted.is_none() => {
@@ -451,6 +497,13 @@ impl Slot {
                     return Err(PoolError::ShuttingDown);
                 }
             }
+        }
+    }
+
+    async fn send(&mut self, request: &ToWorker) -> Result<(), crate::ipc::FrameError> {
+        match self.worker.as_mut() {
+            Some(worker) => worker.send(request).await,
+            None => Err(crate::ipc::FrameError::Closed),
         }
     }
 

@@ -205,7 +205,11 @@ fn serve(
         // After the answer, so the caller never waits for the check.
         let t0 = std::time::Instant::now();
         let verdict = verdict(runtime, baseline, &process);
-        tracing::debug!(us = t0.elapsed().as_micros() as u64, ?verdict, "TIMING verdict");
+        tracing::debug!(
+            us = t0.elapsed().as_micros() as u64,
+            ?verdict,
+            "TIMING verdict"
+        );
         ipc::write_blocking(&mut work, &verdict)?;
         if matches!(verdict, FromWorker::Retiring { .. }) {
             return Ok(());
@@ -241,7 +245,12 @@ fn process_changes(fresh: &ProcessState) -> Vec<String> {
     let now = process_state();
     let t1 = t.elapsed().as_micros() as u64;
     let changes = fresh.changes_since(&now);
-    tracing::debug!(capture = t1, compare = t.elapsed().as_micros() as u64, ?changes, "TIMING capture");
+    tracing::debug!(
+        capture = t1,
+        compare = t.elapsed().as_micros() as u64,
+        ?changes,
+        "TIMING capture"
+    );
     let threads_only = changes.len() == 1 && changes[0].contains(" more thread");
     if !threads_only {
         return changes;

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyModule, PyType};
+use pyo3::types::{PyDict, PyList, PyModule, PyTuple, PyType};
 
 /// Audit events after which a run's effects cannot be followed by the other probes. A trailing
 /// `.` matches every event of that family.
@@ -130,7 +130,9 @@ fn items_fingerprint(container: &Bound<'_, PyAny>) -> u64 {
                 return mix(0, 0);
             }
             let items = std::slice::from_raw_parts((*list).ob_item, len);
-            let hash = items.iter().fold(0xcbf2_9ce4_8422_2325, |h, item| mix(h, *item as usize));
+            let hash = items
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325, |h, item| mix(h, *item as usize));
             return mix(hash, len);
         }
         if ffi::PyAnySet_Check(object) != 0 {
@@ -141,7 +143,9 @@ fn items_fingerprint(container: &Bound<'_, PyAny>) -> u64 {
             let sum = table
                 .iter()
                 .filter(|entry| !entry.key.is_null())
-                .fold(0u64, |sum, entry| sum.wrapping_add(mix(0, entry.key as usize)));
+                .fold(0u64, |sum, entry| {
+                    sum.wrapping_add(mix(0, entry.key as usize))
+                });
             return mix(sum, usize::try_from((*set).used).unwrap_or(0));
         }
     }
@@ -190,10 +194,11 @@ struct Watched<T> {
     stamp: u64,
 }
 
-struct Setting {
-    label: String,
-    getter: Py<PyAny>,
-    value: Py<PyAny>,
+/// Interpreter-wide settings: read all at once (one call, a tuple in `labels` order).
+struct Settings {
+    labels: Vec<String>,
+    read: Py<PyAny>,
+    values: Py<PyTuple>,
 }
 
 /// A fresh worker's interpreter, as the residue check compares it.
@@ -201,7 +206,7 @@ pub struct PythonBaseline {
     namespaces: Vec<Watched<PyDict>>,
     classes: Vec<Watched<PyType>>,
     containers: Vec<Watched<PyAny>>,
-    settings: Vec<Setting>,
+    settings: Settings,
     /// `sys.modules` and what it held: compared by content, since each run's `__main__` is put
     /// in and taken out again.
     modules: Py<PyDict>,
@@ -217,11 +222,11 @@ impl PythonBaseline {
     /// Records the interpreter as it is now. Call in a fresh worker before its first run.
     pub fn take(py: Python<'_>, runtime: &Bound<'_, PyModule>) -> PyResult<Self> {
         type Labelled<'py, T> = Vec<(String, Bound<'py, T>)>;
-        let (namespaces, classes, containers, settings): (
+        let (namespaces, classes, containers, (labels, read)): (
             Labelled<PyDict>,
             Labelled<PyType>,
             Labelled<PyAny>,
-            Labelled<PyAny>,
+            (Vec<String>, Bound<PyAny>),
         ) = runtime.getattr("residue_watch")?.call0()?.extract()?;
         let namespaces = namespaces
             .into_iter()
@@ -248,10 +253,7 @@ impl PythonBaseline {
                 object: container.unbind(),
             })
             .collect();
-        let getters: Vec<(String, Py<PyAny>)> = settings
-            .into_iter()
-            .map(|(label, getter)| (label, getter.unbind()))
-            .collect();
+        let read = read.unbind();
         let modules = py
             .import("sys")?
             .getattr("modules")?
@@ -264,17 +266,13 @@ impl PythonBaseline {
         // SAFETY: a full collection with the GIL held.
         unsafe { ffi::PyGC_Collect() };
         gc.getattr("freeze")?.call0()?;
-        // Read after the freeze, which is one of them.
-        let settings = getters
-            .into_iter()
-            .map(|(label, getter)| {
-                Ok(Setting {
-                    value: getter.bind(py).call0()?.unbind(),
-                    label,
-                    getter,
-                })
-            })
-            .collect::<PyResult<_>>()?;
+        // Read after the freeze: what the collector's getters say about it belongs to the baseline.
+        let values = read.bind(py).call0()?.cast_into::<PyTuple>()?.unbind();
+        let settings = Settings {
+            labels,
+            read,
+            values,
+        };
         let mut baseline = Self {
             namespaces,
             classes,
@@ -351,23 +349,19 @@ impl PythonBaseline {
             found.push(modules);
         }
         tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING modules");
-        for setting in &self.settings {
-            let ts = std::time::Instant::now();
-            let now = setting.getter.bind(py).call0();
-            if ts.elapsed().as_micros() > 10 { tracing::debug!(label = %setting.label, us = ts.elapsed().as_micros() as u64, "TIMING slow setting"); }
-            let same = now
-                .as_ref()
-                .is_ok_and(|now| same_setting(setting.value.bind(py), now));
-            if !same {
-                found.push(changed(&setting.label));
-                if found.len() >= MAX_NAMED {
-                    return found;
-                }
-            }
-        }
-        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING modules+settings");
+        found.extend(self.settings_changed(py));
+        tracing::debug!(
+            us = t.elapsed().as_micros() as u64,
+            "TIMING modules+settings"
+        );
         let t = std::time::Instant::now();
-        tracing::debug!(namespaces = self.namespaces.len(), classes = self.classes.len(), containers = self.containers.len(), settings = self.settings.len(), "TIMING sizes");
+        tracing::debug!(
+            namespaces = self.namespaces.len(),
+            classes = self.classes.len(),
+            containers = self.containers.len(),
+            settings = self.settings.labels.len(),
+            "TIMING sizes"
+        );
         match self.survivors(py) {
             Ok((count, names)) if count > self.survivors => found.push(format!(
                 "{} objects it created are still alive ({}{})",
@@ -380,6 +374,23 @@ impl PythonBaseline {
         }
         tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING survivors");
         found
+    }
+
+    /// The labels of the settings that differ (all of them if they cannot be read).
+    fn settings_changed(&self, py: Python<'_>) -> Vec<String> {
+        let before = self.settings.values.bind(py);
+        let now = self.settings.read.bind(py).call0();
+        let now = match now.as_ref().map(|now| now.cast::<PyTuple>()) {
+            Ok(Ok(now)) if now.len() == before.len() => now,
+            _ => return vec!["the interpreter's settings could not be read".into()],
+        };
+        before
+            .iter()
+            .zip(now.iter())
+            .zip(&self.settings.labels)
+            .filter(|((before, now), _)| !same_setting(before, now))
+            .map(|(_, label)| format!("{label} changed"))
+            .collect()
     }
 
     fn modules_changed(&self, py: Python<'_>) -> Option<String> {

@@ -163,12 +163,37 @@ impl Template<'_> {
                 // The successor shares the work socket: it may write only once the supervisor
                 // has read all the ended worker wrote.
                 match ipc::read_blocking::<ToTemplate>(&mut self.channels.control) {
-                    Ok(ToTemplate::Continue) => self.start_worker()?,
+                    Ok(ToTemplate::Continue) => {
+                        self.discard_requests();
+                        self.start_worker()?;
+                    }
                     Err(ipc::FrameError::Closed) => return Err(ipc::FrameError::Closed.into()),
                     Err(error) => return Err(error.into()),
                 }
             }
             // Anything else is an orphan of a worker's program, killed and now reaped.
+        }
+    }
+
+    /// Drops what the supervisor sent the ended worker and it never read (a request sent while
+    /// it was retiring): the supervisor sends that again to the successor once it is ready, so
+    /// a successor never starts on a request meant for its predecessor.
+    fn discard_requests(&self) {
+        let mut buffer = [0u8; 64 * 1024];
+        loop {
+            // SAFETY: a non-blocking read into our buffer from the work socket, which only the
+            // template touches until it wakes the successor.
+            let read = unsafe {
+                libc::recv(
+                    self.channels.work.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if read <= 0 {
+                return;
+            }
         }
     }
 

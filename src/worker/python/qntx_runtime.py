@@ -15,6 +15,7 @@ import json
 import linecache
 import os
 import pathlib
+import _signal
 import signal
 import site
 import sys
@@ -49,11 +50,15 @@ def _stream(fd):
 _BASE_PATH = list(sys.path)
 
 
+# The runtime's own way to set a handler: `_signal.signal` itself gets a tripwire (below).
+_set_handler = _signal.signal
+
+
 def _reset_process_state():
     sys.path[:] = _BASE_PATH
     sys.stdout = sys.__stdout__ = _stream(1)
     sys.stderr = sys.__stderr__ = _stream(2)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _set_handler(signal.SIGINT, signal.default_int_handler)
 
 
 def _flush_streams():
@@ -162,10 +167,16 @@ def _set_tripwires():
     import _codecs
     import codecs
 
+    # signal.signal goes through _signal.signal. Reading every Python-level handler back
+    # (signal.getsignal, 60-odd calls) would cost more than the rest of the check together.
     for module, name in (
         (codecs, "register"),
         (_codecs, "register"),
         (os, "register_at_fork"),
+        (_signal, "signal"),
+        (_signal, "siginterrupt"),
+        (signal, "siginterrupt"),
+        (_signal, "set_wakeup_fd"),
         (signal, "set_wakeup_fd"),
     ):
         _tripwire(module, name)
@@ -190,9 +201,11 @@ def residue_watch():
       and instance dicts held directly by a module or a class;
     * containers: the lists and sets held directly by a module or a class;
     * settings: zero-argument calls whose answers describe interpreter-wide state that lives in
-      no dict (sys, gc, atexit, faulthandler, signal handlers, random's state).
+      no dict (sys, gc, atexit, faulthandler, random's state). State with no getter (Python-level
+      signal handlers, the codec registry, at-fork hooks) has tripwires instead (_set_tripwires).
 
-    Returns (namespaces, classes, containers, settings), each a list of (label, object).
+    Returns (namespaces, classes, containers, settings): the first three lists of (label, object),
+    settings as (labels, a call that reads them all into one tuple, in that order).
     """
     # sys.modules is compared by content (each run's __main__ goes in and out of it).
     skip = {id(o) for o in _per_run_state()} | {id(sys.modules)}
@@ -256,16 +269,6 @@ def residue_watch():
     if monitoring is not None:
         for tool in range(6):
             settings.append((f"sys.monitoring tool {tool}", functools.partial(monitoring.get_tool, tool)))
-    for number in sorted(signal.valid_signals()):
-        try:
-            signal.getsignal(number)
-        except (ValueError, OSError):
-            continue
-        try:
-            name = signal.Signals(number).name
-        except ValueError:  # real-time signals have no name
-            name = f"signal {number}"
-        settings.append((f"the handler of {name}", functools.partial(signal.getsignal, number)))
     for module, call, label in (
         ("random", "getstate", "random's generator state"),
         ("tracemalloc", "is_tracing", "tracemalloc"),
@@ -279,7 +282,13 @@ def residue_watch():
                 # The context is one mutable object per thread: its repr shows every field.
                 getter = functools.partial(_describe, getter)
             settings.append((label, getter))
-    return namespaces, class_labels, containers, settings
+    labels = [label for label, _ in settings]
+    getters = tuple(getter for _, getter in settings)
+
+    def read_settings():
+        return tuple([getter() for getter in getters])
+
+    return namespaces, class_labels, containers, (labels, read_settings)
 
 
 def _describe(getter):
