@@ -1,11 +1,13 @@
-//! Linux: `pipe2`, `prctl`, `sigtimedwait`, `sched_getaffinity` and `/proc`.
+//! Linux: `pipe2`, `prctl`, `sigtimedwait` and `/proc`.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use nix::dir::Dir;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::stat::Mode;
+
+use super::process_state::{
+    disposition, signal_set, Credentials, Descriptor, Disposition, Signals, Summary,
+};
 
 pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
@@ -114,30 +116,197 @@ fn is_running(pid: u32) -> bool {
 
 // What a later run could observe (`process_state`).
 
-/// This process's threads: the entries of /proc/self/task, which take less for the kernel to
-/// list than /proc/self/status takes to write.
-pub fn own_threads() -> Option<u32> {
-    let (threads, _) = numeric_entries("/proc/self/task")?;
-    u32::try_from(threads.len()).ok()
+/// What `/proc/thread-self/status` tells (see `process_state`), with the two `prctl` flags it
+/// does not show and SIGCHLD's full action: seven system calls.
+pub fn summary() -> Summary {
+    let status = read_proc("/proc/thread-self/status", Status::parse).unwrap_or_default();
+    // The kernel's signal masks have signal n at bit n - 1.
+    let has = |mask: u64, signal: libc::c_int| {
+        let bit = u32::try_from(signal - 1).ok();
+        bit.and_then(|bit| mask.checked_shr(bit))
+            .is_some_and(|bits| bits & 1 == 1)
+    };
+    let signals = Signals::from_fn(|signal| {
+        if signal == libc::SIGCHLD {
+            return disposition(signal);
+        }
+        let (ignored, caught) = (status.ignored?, status.caught?);
+        Some(Disposition::summarised(
+            has(ignored, signal),
+            has(caught, signal),
+        ))
+    });
+    let blocked = status
+        .blocked
+        .map(|mask| signal_set(|signal| has(mask, signal)));
+    Summary {
+        threads: status.threads,
+        umask: status.umask,
+        signals,
+        blocked,
+        credentials: Credentials {
+            uid: status.uids.map(|[real, _]| real),
+            euid: status.uids.map(|[_, effective]| effective),
+            gid: status.gids.map(|[real, _]| real),
+            egid: status.gids.map(|[_, effective]| effective),
+            groups: status.groups,
+        },
+        os: OsState {
+            affinity: status.affinity,
+            parent_death_signal: prctl_get_into(libc::PR_GET_PDEATHSIG),
+            child_subreaper: prctl_get_into(libc::PR_GET_CHILD_SUBREAPER),
+            no_new_privs: status.no_new_privs,
+            seccomp: status.seccomp,
+        },
+    }
 }
 
-/// The numeric entries of a /proc directory, ascending, and the descriptor that listed them.
-fn numeric_entries(path: &str) -> Option<(Vec<i32>, RawFd)> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut dir = Dir::open(path, flags, Mode::empty()).ok()?;
-    let mut entries: Vec<i32> = dir
-        .iter()
-        .filter_map(|entry| entry.ok()?.file_name().to_str().ok()?.parse().ok())
-        .collect();
-    entries.sort_unstable();
-    Some((entries, dir.as_raw_fd()))
+/// Reads a small `/proc` file whole and parses it: open, read until the end (two reads), close.
+/// Into a buffer on the stack when it fits, as `/proc/thread-self/status` does unless the
+/// machine has thousands of CPUs.
+fn read_proc<T>(path: &str, parse: impl FnOnce(&[u8]) -> T) -> Option<T> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buffer = [0u8; 4096];
+    let mut len = 0;
+    while len < buffer.len() {
+        match file.read(&mut buffer[len..]) {
+            Ok(0) => return Some(parse(&buffer[..len])),
+            Ok(read) => len += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let mut whole = buffer.to_vec();
+    file.read_to_end(&mut whole).ok()?;
+    Some(parse(&whole))
 }
 
-/// Descriptors open in this process, ascending.
-pub fn open_fds() -> Option<Vec<RawFd>> {
-    let (mut fds, listing) = numeric_entries("/proc/self/fd")?;
-    // It was open while it listed, and is closed now.
-    fds.retain(|fd| *fd != listing);
+/// The lines of `/proc/thread-self/status` that `summary` uses (proc(5)); `None` for any the
+/// kernel does not write (`Umask` is there since Linux 4.7, `NoNewPrivs` since 4.10).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Status {
+    /// The process's, not the thread's.
+    threads: Option<u32>,
+    umask: Option<libc::mode_t>,
+    /// The thread's mask, and the process's ignored and caught signals.
+    blocked: Option<u64>,
+    ignored: Option<u64>,
+    caught: Option<u64>,
+    /// Real and effective.
+    uids: Option<[u32; 2]>,
+    gids: Option<[u32; 2]>,
+    /// How many supplementary groups.
+    groups: Option<usize>,
+    no_new_privs: Option<libc::c_int>,
+    seccomp: Option<libc::c_int>,
+    affinity: Option<Affinity>,
+}
+
+impl Status {
+    fn parse(text: &[u8]) -> Self {
+        let mut status = Status::default();
+        for line in text.split(|byte| *byte == b'\n') {
+            let Some(colon) = line.iter().position(|byte| *byte == b':') else {
+                continue;
+            };
+            let (key, value) = (&line[..colon], &line[colon + 1..]);
+            match key {
+                b"Threads" => status.threads = number(value, 10),
+                b"Umask" => status.umask = number(value, 8),
+                b"SigBlk" => status.blocked = number(value, 16),
+                b"SigIgn" => status.ignored = number(value, 16),
+                b"SigCgt" => status.caught = number(value, 16),
+                b"Uid" => status.uids = real_and_effective(value),
+                b"Gid" => status.gids = real_and_effective(value),
+                b"Groups" => status.groups = Some(fields(value).count()),
+                b"NoNewPrivs" => status.no_new_privs = number(value, 10),
+                b"Seccomp" => status.seccomp = number(value, 10),
+                b"Cpus_allowed" => status.affinity = Affinity::parse(value),
+                _ => {}
+            }
+        }
+        status
+    }
+}
+
+fn fields(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(u8::is_ascii_whitespace)
+        .filter(|field| !field.is_empty())
+}
+
+/// The value's one number, in `radix`.
+fn number<T: TryFrom<u64>>(value: &[u8], radix: u32) -> Option<T> {
+    let mut fields = fields(value);
+    let (Some(number), None) = (fields.next(), fields.next()) else {
+        return None;
+    };
+    let number = u64::from_str_radix(std::str::from_utf8(number).ok()?, radix).ok()?;
+    T::try_from(number).ok()
+}
+
+/// The first two of the four ids on a `Uid` or `Gid` line: real, effective, saved, filesystem.
+fn real_and_effective(value: &[u8]) -> Option<[u32; 2]> {
+    let mut ids = fields(value).map(|id| std::str::from_utf8(id).ok()?.parse().ok());
+    Some([ids.next()??, ids.next()??])
+}
+
+/// Descriptors open in this process, ascending: the entries of `/proc/self/fd`, listed with
+/// `getdents64` into a buffer on the stack (open, two listings, close). Only their numbers:
+/// what each refers to would take two system calls more per descriptor.
+pub fn open_fds() -> Option<Vec<Descriptor>> {
+    /// Room for a hundred-odd entries a call, aligned as the kernel writes them.
+    #[repr(C, align(8))]
+    struct Entries([u8; 4096]);
+
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path; open touches no other memory of ours.
+    let listing = unsafe { libc::open(c"/proc/self/fd".as_ptr(), flags) };
+    if listing < 0 {
+        return None;
+    }
+    // SAFETY: just opened, and ours alone: closed when dropped.
+    let listing = unsafe { OwnedFd::from_raw_fd(listing) };
+    let mut fds = Vec::new();
+    let mut entries = Entries([0; 4096]);
+    loop {
+        // SAFETY: the kernel writes at most the buffer's size of records into it.
+        let read = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                listing.as_raw_fd(),
+                entries.0.as_mut_ptr(),
+                entries.0.len(),
+            )
+        };
+        let Ok(read) = usize::try_from(read) else {
+            return None;
+        };
+        if read == 0 {
+            break;
+        }
+        let mut records = entries.0.get(..read)?;
+        // Each record: inode (8 bytes), offset (8), its own length (2), type (1), then the
+        // NUL-terminated name (linux_dirent64).
+        while let Some(length) = records.get(16..18) {
+            let length = usize::from(u16::from_ne_bytes([length[0], length[1]]));
+            let name = records.get(19..length)?;
+            let name = &name[..name.iter().position(|byte| *byte == 0)?];
+            let fd = std::str::from_utf8(name).ok().and_then(|n| n.parse().ok());
+            // "." and "..", and the listing's own descriptor, are no descriptors of the process.
+            if let Some(fd) = fd.filter(|fd| *fd != listing.as_raw_fd()) {
+                fds.push(Descriptor {
+                    fd,
+                    file: None,
+                    close_on_exec: None,
+                });
+            }
+            records = &records[length..];
+        }
+    }
+    // The kernel lists them in order already; the comparison needs them so.
+    fds.sort_unstable_by_key(|descriptor| descriptor.fd);
     Some(fds)
 }
 
@@ -203,45 +372,40 @@ pub struct OsState {
     seccomp: Option<libc::c_int>,
 }
 
-/// The calling thread's CPU affinity.
-struct Affinity(libc::cpu_set_t);
+/// The calling thread's CPU affinity: a bit per CPU, for as many as a `cpu_set_t` holds (1024).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Affinity([u64; 16]);
 
 impl Affinity {
-    fn capture() -> Option<Self> {
-        // SAFETY: zeroed memory is a valid (empty) cpu_set_t.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: the kernel writes at most `size` bytes into `set`.
-        let ok = unsafe { libc::sched_getaffinity(0, size, &mut set) } == 0;
-        ok.then_some(Affinity(set))
+    /// As `/proc` writes it: hexadecimal, most significant first, in comma-separated groups of
+    /// 32 bits.
+    fn parse(value: &[u8]) -> Option<Self> {
+        let mut set = [0u64; 16];
+        let digits = value
+            .iter()
+            .rev()
+            .filter(|byte| !byte.is_ascii_whitespace() && **byte != b',');
+        let mut any = false;
+        for (at, digit) in digits.enumerate() {
+            let digit = u64::from(char::from(*digit).to_digit(16)?);
+            // CPUs beyond the 1024th are left out, as sched_getaffinity with a cpu_set_t does.
+            if let Some(word) = set.get_mut(at / 16) {
+                *word |= digit << (4 * (at % 16));
+            }
+            any = true;
+        }
+        any.then_some(Affinity(set))
     }
 
-    fn count(&self) -> libc::c_int {
-        // SAFETY: reads the set we own.
-        unsafe { libc::CPU_COUNT(&self.0) }
+    fn count(&self) -> u32 {
+        self.0.iter().map(|word| word.count_ones()).sum()
     }
 }
-
-impl PartialEq for Affinity {
-    fn eq(&self, other: &Self) -> bool {
-        // SAFETY: compares two sets we own.
-        unsafe { libc::CPU_EQUAL(&self.0, &other.0) }
-    }
-}
-
-impl Eq for Affinity {}
 
 impl std::fmt::Debug for Affinity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Affinity({} CPUs)", self.count())
     }
-}
-
-/// A `prctl` that returns its answer.
-fn prctl_get(option: libc::c_int) -> Option<libc::c_int> {
-    // SAFETY: the GET options used here take no further arguments and touch no memory of ours.
-    let value = unsafe { libc::prctl(option, 0, 0, 0, 0) };
-    (value >= 0).then_some(value)
 }
 
 /// A `prctl` that writes its answer through a pointer.
@@ -253,16 +417,6 @@ fn prctl_get_into(option: libc::c_int) -> Option<libc::c_int> {
 }
 
 impl OsState {
-    pub fn capture() -> Self {
-        Self {
-            affinity: Affinity::capture(),
-            parent_death_signal: prctl_get_into(libc::PR_GET_PDEATHSIG),
-            child_subreaper: prctl_get_into(libc::PR_GET_CHILD_SUBREAPER),
-            no_new_privs: prctl_get(libc::PR_GET_NO_NEW_PRIVS),
-            seccomp: prctl_get(libc::PR_GET_SECCOMP),
-        }
-    }
-
     pub fn changes(&self, now: &OsState, found: &mut Vec<String>) {
         if self.affinity != now.affinity {
             let count = |a: &Option<Affinity>| a.as_ref().map_or(0, Affinity::count);
@@ -297,5 +451,69 @@ impl OsState {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_lines_used_are_read() {
+        let text = b"Name:\tpython3\nUmask:\t0027\nState:\tS (sleeping)\n\
+            Uid:\t1000\t1001\t1002\t1003\nGid:\t100\t101\t102\t103\nGroups:\t4 24 27 \n\
+            Threads:\t7\nSigQ:\t0/62811\nSigPnd:\t0000000000000000\n\
+            SigBlk:\t0000000000010000\nSigIgn:\t0000000001001000\n\
+            SigCgt:\t0000000180000002\nNoNewPrivs:\t1\nSeccomp:\t2\n\
+            Cpus_allowed:\t80000000,00000001\nCpus_allowed_list:\t0,63\n";
+        let mut cpus = [0; 16];
+        cpus[0] = 1 | 1 << 63;
+        assert_eq!(
+            Status::parse(text),
+            Status {
+                threads: Some(7),
+                umask: Some(0o027),
+                blocked: Some(1 << 16),
+                ignored: Some(1 << 12 | 1 << 24),
+                caught: Some(1 << 1 | 1 << 31 | 1 << 32),
+                uids: Some([1000, 1001]),
+                gids: Some([100, 101]),
+                groups: Some(3),
+                no_new_privs: Some(1),
+                seccomp: Some(2),
+                affinity: Some(Affinity(cpus)),
+            }
+        );
+        let none = Status::parse(b"Groups:\t \nUmask:\t\nCpus_allowed:\t\n");
+        assert_eq!(
+            none,
+            Status {
+                groups: Some(0),
+                ..Status::default()
+            }
+        );
+    }
+
+    #[test]
+    fn this_kernel_writes_every_line_used() {
+        let status = read_proc("/proc/thread-self/status", Status::parse).unwrap();
+        let Status {
+            threads,
+            umask,
+            blocked,
+            ignored,
+            caught,
+            uids,
+            gids,
+            groups,
+            no_new_privs,
+            seccomp,
+            affinity,
+        } = status;
+        assert!(threads.is_some_and(|threads| threads >= 1));
+        assert!(umask.is_some() && blocked.is_some() && ignored.is_some() && caught.is_some());
+        assert!(uids.is_some() && gids.is_some() && groups.is_some());
+        assert!(no_new_privs.is_some() && seccomp.is_some());
+        assert!(affinity.is_some_and(|cpus| cpus.count() >= 1));
     }
 }

@@ -1,10 +1,12 @@
 //! macOS: no `pipe2`, no `SOCK_CLOEXEC`, no parent-death signal, no `sigtimedwait`, no `/proc`.
 //! Compiled and clippy-checked in CI from Linux (`.ci/run`); not run on a Mac there.
 
-use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use super::posix::{discard_pending, pipe};
+
+use super::posix;
+use super::process_state::{disposition, Descriptor, Signals, Summary};
 
 pub fn in_child_before_exec() -> std::io::Result<()> {
     // No parent-death signal on macOS: the worker notices through its interrupt socket.
@@ -92,13 +94,21 @@ fn is_running(pid: libc::pid_t) -> bool {
 
 // What a later run could observe (`process_state`).
 
-/// This process's threads.
-pub fn own_threads() -> Option<u32> {
-    thread_count(nix::unistd::getpid().as_raw())
+/// A system call for each: one `sigaction` per signal among them.
+pub fn summary() -> Summary {
+    Summary {
+        threads: thread_count(nix::unistd::getpid().as_raw()),
+        umask: Some(posix::umask()),
+        signals: Signals::from_fn(disposition),
+        blocked: posix::blocked_signals(),
+        credentials: posix::credentials(),
+        os: OsState,
+    }
 }
 
-/// Descriptors open in this process, ascending.
-pub fn open_fds() -> Option<Vec<RawFd>> {
+/// Descriptors open in this process, ascending, each with the file it refers to and its
+/// close-on-exec flag.
+pub fn open_fds() -> Option<Vec<Descriptor>> {
     let me = nix::unistd::getpid().as_raw();
     let empty = libc::proc_fdinfo {
         proc_fd: 0,
@@ -129,9 +139,13 @@ pub fn open_fds() -> Option<Vec<RawFd>> {
         // Full: there may be more.
         infos.resize(infos.len() * 2, empty);
     }
-    let mut fds: Vec<RawFd> = infos.iter().map(|info| info.proc_fd).collect();
-    fds.sort_unstable();
-    Some(fds)
+    infos.sort_unstable_by_key(|info| info.proc_fd);
+    Some(
+        infos
+            .iter()
+            .map(|info| posix::describe(info.proc_fd))
+            .collect(),
+    )
 }
 
 /// Every signal: macOS has no realtime ones.
@@ -172,9 +186,5 @@ pub const RESOURCE_LIMITS: [(Resource, &str); 9] = [
 pub struct OsState;
 
 impl OsState {
-    pub fn capture() -> Self {
-        OsState
-    }
-
     pub fn changes(&self, _now: &OsState, _found: &mut [String]) {}
 }
