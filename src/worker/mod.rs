@@ -90,7 +90,12 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
 
 /// A process just forked from the template: warms up, records its baseline, and waits to be
 /// woken (a byte on `wake`) to serve as the worker. Never returns.
-fn standby(runtime: &Runtime, wake: OwnedFd, channels: &Channels) -> ! {
+fn standby(
+    runtime: &Runtime,
+    wake: OwnedFd,
+    channels: &Channels,
+    mut baseline: PythonBaseline,
+) -> ! {
     // Its own process group, so killing the worker's group spares the template; and it dies
     // with the template.
     // SAFETY: setpgid on ourselves.
@@ -99,13 +104,13 @@ fn standby(runtime: &Runtime, wake: OwnedFd, channels: &Channels) -> ! {
     // Orphans of its programs stay below it, where limits and kills reach them.
     platform::become_subreaper();
     let interrupter = Interrupter::for_main_thread();
-    let baseline = match runtime.prepare_worker(&interrupter) {
-        Ok(baseline) => baseline,
+    match runtime.prepare_worker(&interrupter, &mut baseline) {
+        Ok(()) => {}
         Err(error) => {
             tracing::error!(%error, "a forked worker could not prepare");
             exit(1)
         }
-    };
+    }
     if !wait_for_wake(&wake) {
         exit(0); // the template is stopping
     }
@@ -203,13 +208,7 @@ fn serve(
         };
         ipc::write_blocking(&mut work, &reply)?;
         // After the answer, so the caller never waits for the check.
-        let t0 = std::time::Instant::now();
         let verdict = verdict(runtime, baseline, &process);
-        tracing::debug!(
-            us = t0.elapsed().as_micros() as u64,
-            ?verdict,
-            "TIMING verdict"
-        );
         ipc::write_blocking(&mut work, &verdict)?;
         if matches!(verdict, FromWorker::Retiring { .. }) {
             return Ok(());
@@ -241,16 +240,7 @@ fn process_state() -> ProcessState {
 /// What differs in the process. A thread a program joined may still be counted for a moment
 /// while the kernel finishes it, so a difference in the thread count alone is looked at again.
 fn process_changes(fresh: &ProcessState) -> Vec<String> {
-    let t = std::time::Instant::now();
-    let now = process_state();
-    let t1 = t.elapsed().as_micros() as u64;
-    let changes = fresh.changes_since(&now);
-    tracing::debug!(
-        capture = t1,
-        compare = t.elapsed().as_micros() as u64,
-        ?changes,
-        "TIMING capture"
-    );
+    let changes = fresh.changes_since(&process_state());
     let threads_only = changes.len() == 1 && changes[0].contains(" more thread");
     if !threads_only {
         return changes;
@@ -269,9 +259,7 @@ fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState)
         .take(3)
         .map(|pid| format!("process {pid} it started is still running"))
         .collect();
-    let t = std::time::Instant::now();
     residue.extend(process_changes(process));
-    tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING process");
     residue.extend(runtime.residue(baseline));
     if residue.is_empty() {
         FromWorker::Reusable

@@ -194,6 +194,35 @@ struct Watched<T> {
     stamp: u64,
 }
 
+/// Bytes of a C object's own fields (a random generator's state), compared by a hash.
+struct CState {
+    label: String,
+    object: Py<PyAny>,
+    offset: usize,
+    len: usize,
+    stamp: u64,
+}
+
+impl CState {
+    fn hash(&self) -> u64 {
+        // SAFETY: `object` is live (we hold it) and its type's fixed size, checked by the runtime
+        // when it listed it, covers `offset..offset + len`; the GIL keeps it from changing.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (self.object.as_ptr() as *const u8).add(self.offset),
+                self.len,
+            )
+        };
+        bytes
+            .chunks(8)
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, chunk| {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                (hash ^ u64::from_ne_bytes(word)).wrapping_mul(0x100_0000_01b3)
+            })
+    }
+}
+
 /// Interpreter-wide settings: read all at once (one call, a tuple in `labels` order).
 struct Settings {
     labels: Vec<String>,
@@ -207,11 +236,13 @@ pub struct PythonBaseline {
     classes: Vec<Watched<PyType>>,
     containers: Vec<Watched<PyAny>>,
     settings: Settings,
+    c_states: Vec<CState>,
     /// `sys.modules` and what it held: compared by content, since each run's `__main__` is put
     /// in and taken out again.
     modules: Py<PyDict>,
     module_entries: Vec<(Py<PyAny>, Py<PyAny>)>,
     get_objects: Py<PyAny>,
+    freeze: Py<PyAny>,
     survivors: usize,
 }
 
@@ -219,15 +250,33 @@ pub struct PythonBaseline {
 const MAX_NAMED: usize = 5;
 
 impl PythonBaseline {
-    /// Records the interpreter as it is now. Call in a fresh worker before its first run.
-    pub fn take(py: Python<'_>, runtime: &Bound<'_, PyModule>) -> PyResult<Self> {
+    /// Collects what to watch (walking every module and class: milliseconds), in the template,
+    /// once: every process forked from it shares the objects, so each only [`restamp`]s them.
+    ///
+    /// [`restamp`]: Self::restamp
+    pub fn watch(py: Python<'_>, runtime: &Bound<'_, PyModule>) -> PyResult<Self> {
         type Labelled<'py, T> = Vec<(String, Bound<'py, T>)>;
-        let (namespaces, classes, containers, (labels, read)): (
+        let (namespaces, classes, containers, (labels, read), c_states): (
             Labelled<PyDict>,
             Labelled<PyType>,
             Labelled<PyAny>,
             (Vec<String>, Bound<PyAny>),
+            Vec<(String, Bound<PyAny>, usize, usize)>,
         ) = runtime.getattr("residue_watch")?.call0()?.extract()?;
+        let c_states = c_states
+            .into_iter()
+            .map(|(label, object, offset, len)| {
+                let mut state = CState {
+                    label,
+                    object: object.unbind(),
+                    offset,
+                    len,
+                    stamp: 0,
+                };
+                state.stamp = state.hash();
+                state
+            })
+            .collect();
         let namespaces = namespaces
             .into_iter()
             .map(|(label, dict)| Watched {
@@ -262,31 +311,63 @@ impl PythonBaseline {
             .iter()
             .map(|(name, module)| (name.unbind(), module.unbind()))
             .collect();
-        let gc = py.import("gc")?;
-        // SAFETY: a full collection with the GIL held.
-        unsafe { ffi::PyGC_Collect() };
-        gc.getattr("freeze")?.call0()?;
-        // Read after the freeze: what the collector's getters say about it belongs to the baseline.
-        let values = read.bind(py).call0()?.cast_into::<PyTuple>()?.unbind();
         let settings = Settings {
             labels,
+            values: read.bind(py).call0()?.cast_into::<PyTuple>()?.unbind(),
             read,
-            values,
         };
         let mut baseline = Self {
             namespaces,
             classes,
             containers,
             settings,
+            c_states,
             modules: modules.unbind(),
             module_entries,
-            get_objects: gc.getattr("get_objects")?.unbind(),
+            get_objects: py.import("gc")?.getattr("get_objects")?.unbind(),
+            freeze: py.import("gc")?.getattr("freeze")?.unbind(),
             survivors: 0,
         };
-        baseline.survivors = baseline.survivors(py)?.0;
-        // Taking the baseline used gc.get_objects itself.
-        TAINT.store(0, Ordering::Relaxed);
+        baseline.restamp(py)?;
         Ok(baseline)
+    }
+
+    /// Records the watched objects as they are now: call in a fresh worker, before its first
+    /// run, after everything it does for itself (see `Runtime::prepare_worker`).
+    pub fn restamp(&mut self, py: Python<'_>) -> PyResult<()> {
+        for watched in &mut self.namespaces {
+            watched.stamp = dict_version(watched.object.as_ptr());
+        }
+        for watched in &mut self.classes {
+            watched.stamp = dict_version(class_dict(watched.object.bind(py)));
+        }
+        for watched in &mut self.containers {
+            watched.stamp = items_fingerprint(watched.object.bind(py));
+        }
+        for state in &mut self.c_states {
+            state.stamp = state.hash();
+        }
+        self.module_entries = self
+            .modules
+            .bind(py)
+            .iter()
+            .map(|(name, module)| (name.unbind(), module.unbind()))
+            .collect();
+        // SAFETY: a full collection with the GIL held.
+        unsafe { ffi::PyGC_Collect() };
+        self.freeze.bind(py).call0()?;
+        // Read after the freeze: what the collector's getters say about it is the baseline's.
+        self.settings.values = self
+            .settings
+            .read
+            .bind(py)
+            .call0()?
+            .cast_into::<PyTuple>()?
+            .unbind();
+        self.survivors = self.survivors(py)?.0;
+        // Counting survivors used gc.get_objects; nothing before counts against the first run.
+        TAINT.store(0, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Objects the collector tracks that are not frozen (counted after a collection), and the
@@ -311,10 +392,7 @@ impl PythonBaseline {
         // First: a collection runs the finalizers of the run's garbage, which are the run's
         // code too, and whatever they change must be seen by the probes below.
         // SAFETY: a full collection with the GIL held; frozen objects are not looked at.
-        let t = std::time::Instant::now();
         unsafe { ffi::PyGC_Collect() };
-        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING collect");
-        let t = std::time::Instant::now();
         let mut found = Vec::new();
         let taint = TAINT.swap(0, Ordering::Relaxed);
         if taint > 0 {
@@ -343,24 +421,15 @@ impl PythonBaseline {
         if found.len() >= MAX_NAMED {
             return found;
         }
-        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING versions");
-        let t = std::time::Instant::now();
         if let Some(modules) = self.modules_changed(py) {
             found.push(modules);
         }
-        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING modules");
         found.extend(self.settings_changed(py));
-        tracing::debug!(
-            us = t.elapsed().as_micros() as u64,
-            "TIMING modules+settings"
-        );
-        let t = std::time::Instant::now();
-        tracing::debug!(
-            namespaces = self.namespaces.len(),
-            classes = self.classes.len(),
-            containers = self.containers.len(),
-            settings = self.settings.labels.len(),
-            "TIMING sizes"
+        found.extend(
+            self.c_states
+                .iter()
+                .filter(|state| state.hash() != state.stamp)
+                .map(|state| changed(&state.label)),
         );
         match self.survivors(py) {
             Ok((count, names)) if count > self.survivors => found.push(format!(
@@ -372,7 +441,6 @@ impl PythonBaseline {
             Ok(_) => {}
             Err(error) => found.push(format!("its objects could not be counted: {error}")),
         }
-        tracing::debug!(us = t.elapsed().as_micros() as u64, "TIMING survivors");
         found
     }
 

@@ -151,12 +151,22 @@ impl Runtime {
         })
     }
 
+    /// What the residue check watches, collected once in the template (see residue.rs).
+    pub fn watch(&self) -> Result<PythonBaseline, String> {
+        Python::attach(|py| PythonBaseline::watch(py, self.runtime.bind(py)))
+            .map_err(|e| format!("cannot list what the residue check watches: {e}"))
+    }
+
     /// Readies a process just forked from the template to serve as a worker: reseeds what does
     /// not reseed itself, runs a trivial program through the whole run path (a forked process
     /// pays a page copy for every page of the template it writes to, so this takes that cost
     /// before a request instead of during one), and records the baseline the residue check
     /// compares with. The warm-up is the same in every worker and prints nothing.
-    pub fn prepare_worker(&self, interrupter: &Interrupter) -> Result<PythonBaseline, String> {
+    pub fn prepare_worker(
+        &self,
+        interrupter: &Interrupter,
+        baseline: &mut PythonBaseline,
+    ) -> Result<(), String> {
         Python::attach(|py| -> PyResult<()> {
             self.runtime.bind(py).getattr("after_fork")?.call0()?;
             Ok(())
@@ -177,7 +187,7 @@ impl Runtime {
         if let Some(error) = ran.error {
             return Err(format!("the warm-up run failed: {error}"));
         }
-        Python::attach(|py| PythonBaseline::take(py, self.runtime.bind(py)))
+        Python::attach(|py| baseline.restamp(py))
             .map_err(|e| format!("cannot record the worker's baseline: {e}"))
     }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use pyo3::{ffi, Python};
 
+use super::residue::PythonBaseline;
 use super::runtime::Runtime;
 use super::{Channels, WorkerError};
 use crate::ipc::{self, FromTemplate, ToTemplate};
@@ -47,6 +48,8 @@ struct Template<'a> {
     _child_events_writer: OwnedFd,
     worker: Option<i32>,
     standby: Option<Standby>,
+    /// What the residue check watches, listed once here; each fork restamps its own copy.
+    baseline: Option<PythonBaseline>,
 }
 
 /// Serves until the supervisor goes away; then ends the worker and the standby.
@@ -73,6 +76,7 @@ pub fn serve(runtime: &Runtime, channels: Channels) -> Result<(), WorkerError> {
         _child_events_writer: writer,
         worker: None,
         standby: None,
+        baseline: Some(runtime.watch().map_err(WorkerError::Python)?),
     };
     let result = template.run();
     template.stop();
@@ -228,7 +232,7 @@ impl Template<'_> {
         )))
     }
 
-    fn fork_standby(&self) -> std::io::Result<Standby> {
+    fn fork_standby(&mut self) -> std::io::Result<Standby> {
         let (wake_read, wake_write) = platform::pipe()?;
         let template_only = [
             self.channels.control.as_raw_fd(),
@@ -244,7 +248,11 @@ impl Template<'_> {
                     unsafe { libc::close(fd) };
                 }
                 std::mem::forget(wake_write); // closed above
-                super::standby(self.runtime, wake_read, &self.channels)
+                let Some(baseline) = self.baseline.take() else {
+                    // SAFETY: _exit ends this forked process at once.
+                    unsafe { libc::_exit(1) }
+                };
+                super::standby(self.runtime, wake_read, &self.channels, baseline)
             }
             pid => Ok(Standby {
                 pid,

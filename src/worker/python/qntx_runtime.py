@@ -204,8 +204,9 @@ def residue_watch():
       no dict (sys, gc, atexit, faulthandler, random's state). State with no getter (Python-level
       signal handlers, the codec registry, at-fork hooks) has tripwires instead (_set_tripwires).
 
-    Returns (namespaces, classes, containers, settings): the first three lists of (label, object),
-    settings as (labels, a call that reads them all into one tuple, in that order).
+    Returns (namespaces, classes, containers, settings, C states): the first three lists of
+    (label, object), settings as (labels, a call that reads them all into one tuple, in that
+    order), C states as in _c_states.
     """
     # sys.modules is compared by content (each run's __main__ goes in and out of it).
     skip = {id(o) for o in _per_run_state()} | {id(sys.modules)}
@@ -239,7 +240,10 @@ def residue_watch():
         seen.add(id(namespace))
         namespaces.append((f"module {name}", namespace))
         for key, value in list(namespace.items()):
-            holds(f"{name}.{key}", value)
+            # Import machinery's records of the module, one or two objects per module: half
+            # of all that would be watched, for no state a program uses.
+            if key not in ("__spec__", "__loader__"):
+                holds(f"{name}.{key}", value)
     classes = [o for o in gc.get_objects() if isinstance(o, type)]
     for cls in classes:
         for key, value in list(cls.__dict__.items()):
@@ -270,7 +274,6 @@ def residue_watch():
         for tool in range(6):
             settings.append((f"sys.monitoring tool {tool}", functools.partial(monitoring.get_tool, tool)))
     for module, call, label in (
-        ("random", "getstate", "random's generator state"),
         ("tracemalloc", "is_tracing", "tracemalloc"),
         ("decimal", "getcontext", "decimal's context"),
         ("socket", "getdefaulttimeout", "the default socket timeout"),
@@ -288,7 +291,24 @@ def residue_watch():
     def read_settings():
         return tuple([getter() for getter in getters])
 
-    return namespaces, class_labels, containers, (labels, read_settings)
+    return namespaces, class_labels, containers, (labels, read_settings), _c_states()
+
+
+def _c_states():
+    """Objects whose state lives in C fields, not in Python objects: (label, object, offset,
+    length) of those bytes, which the check compares directly (random.getstate() would build
+    625 integers after every run). Only for a fixed-size C base type, checked here."""
+    states = []
+    random = sys.modules.get("random")
+    generator = getattr(random, "_inst", None)
+    if generator is not None:
+        import _random
+
+        base = _random.Random
+        if isinstance(generator, base) and base.__itemsize__ == 0 and base.__basicsize__ > object.__basicsize__:
+            start = object.__basicsize__
+            states.append(("random's generator state", generator, start, base.__basicsize__ - start))
+    return states
 
 
 def _describe(getter):
