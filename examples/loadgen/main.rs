@@ -28,6 +28,8 @@ type Python = PythonServiceClient<Channel>;
 
 const TRIVIAL: &str = "x = 1 + 1";
 const CPU_BOUND: &str = "sum(range(200000))";
+/// Leaves state behind (an attribute on a module every worker has), so its worker is replaced.
+const LEAVES_STATE: &str = "import json\njson.qntx_loadgen = 1";
 const SPIN: &str = "while True: pass";
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -354,6 +356,14 @@ fn rss_mib(pid: i32) -> Option<f64> {
     Some(kib * 1024.0 / MIB)
 }
 
+/// Proportional set size: shared pages divided among the processes sharing them.
+fn pss_mib(pid: i32) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0 / MIB)
+}
+
 /// Pids whose parent is `parent`, from /proc/*/stat (field 4, after the parenthesised name).
 fn children(parent: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -490,7 +500,24 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     sequential(args.calls, &mut exec, &mut trivial).await?;
     sequential(warm_up, &mut Samples::default(), &mut health_idle).await?;
     sequential((args.calls / 10).max(50), &mut idle, &mut health_idle).await?;
+    // A run that leaves state behind: its worker retires after answering and a fresh fork
+    // serves the next run (what isolation costs when it acts).
+    let mut dirty = Samples::default();
+    let mut leaves_state = || {
+        let mut p = python.clone();
+        async move { execute(&mut p, LEAVES_STATE, None).await }
+    };
+    let dirty_calls = (args.calls / 4).max(50);
+    sequential(
+        warm_up.min(dirty_calls),
+        &mut Samples::default(),
+        &mut leaves_state,
+    )
+    .await?;
+    sequential(dirty_calls, &mut dirty, &mut leaves_state).await?;
     let exec_rate = exec.calls.len() as f64 / exec.wall.as_secs_f64();
+    let dirty_rate = dirty.calls.len() as f64 / dirty.wall.as_secs_f64();
+    let (dirty_p50, dirty_p99) = percentiles(dirty.calls);
     let (meta_p50, meta_p99) = percentiles(meta.calls);
     let (exec_p50, exec_p99) = percentiles(exec.calls);
     let (idle_p50, idle_p99) = percentiles(idle.calls);
@@ -514,14 +541,20 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     );
 
     let spawned = launched.is_some();
-    let (mut supervisor, mut worker_rss) = (None, Vec::new());
+    let (mut supervisor, mut worker_rss, mut slot_pss) = (None, Vec::new(), Vec::new());
     if let Some(plugin) = &launched {
-        // Idle, after all the runs above: what a long-lived plugin holds.
+        // Idle, after all the runs above: what a long-lived plugin holds. Each child is a
+        // worker slot's template; its worker and standby are the template's children, and
+        // share most of its pages, which proportional set size counts once.
         supervisor = rss_mib(plugin.pid());
-        worker_rss = children(plugin.pid())
-            .into_iter()
-            .filter_map(rss_mib)
-            .collect();
+        for template in children(plugin.pid()) {
+            worker_rss.extend(rss_mib(template));
+            let slot: Option<f64> = std::iter::once(template)
+                .chain(children(template))
+                .map(pss_mib)
+                .sum();
+            slot_pss.extend(slot);
+        }
     }
     drop(launched);
     let (mut port_line, mut first_run) = (None, None);
@@ -554,6 +587,21 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
             "execute_over_metadata_p99_x",
             "Execute p99 / Metadata p99",
             exec_p99 / meta_p99,
+        ),
+        row(
+            "execute_leaves_state_p50_ms",
+            "Execute, run leaves state, p50",
+            dirty_p50,
+        ),
+        row(
+            "execute_leaves_state_p99_ms",
+            "Execute, run leaves state, p99",
+            dirty_p99,
+        ),
+        row(
+            "execute_leaves_state_per_s",
+            "Execute, run leaves state, sequential",
+            dirty_rate,
         ),
     ];
     rows.extend(door_rows);
@@ -592,6 +640,13 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
             format!("idle worker {i} resident"),
         );
         rows.push(row(key, label, *rss).target("< 30 MiB", |v| v < 30.0));
+    }
+    for (i, pss) in slot_pss.iter().enumerate() {
+        let (key, label) = (
+            format!("pss_slot_{i}_mib"),
+            format!("worker slot {i}, all its processes (PSS)"),
+        );
+        rows.push(row(key, label, *pss));
     }
     if spawned && !args.no_environments {
         rows.extend(environments::measure(args).await?);

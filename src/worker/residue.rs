@@ -230,6 +230,18 @@ struct Settings {
     values: Py<PyTuple>,
 }
 
+type Labelled<'py, T> = Vec<(String, Bound<'py, T>)>;
+
+/// What `qntx_runtime.residue_watch` returns: namespaces, classes, containers, the settings'
+/// labels and reader, and C states (label, object, offset, length).
+type WatchList<'py> = (
+    Labelled<'py, PyDict>,
+    Labelled<'py, PyType>,
+    Labelled<'py, PyAny>,
+    (Vec<String>, Bound<'py, PyAny>),
+    Vec<(String, Bound<'py, PyAny>, usize, usize)>,
+);
+
 /// A fresh worker's interpreter, as the residue check compares it.
 pub struct PythonBaseline {
     namespaces: Vec<Watched<PyDict>>,
@@ -255,14 +267,8 @@ impl PythonBaseline {
     ///
     /// [`restamp`]: Self::restamp
     pub fn watch(py: Python<'_>, runtime: &Bound<'_, PyModule>) -> PyResult<Self> {
-        type Labelled<'py, T> = Vec<(String, Bound<'py, T>)>;
-        let (namespaces, classes, containers, (labels, read), c_states): (
-            Labelled<PyDict>,
-            Labelled<PyType>,
-            Labelled<PyAny>,
-            (Vec<String>, Bound<PyAny>),
-            Vec<(String, Bound<PyAny>, usize, usize)>,
-        ) = runtime.getattr("residue_watch")?.call0()?.extract()?;
+        let (namespaces, classes, containers, (labels, read), c_states): WatchList =
+            runtime.getattr("residue_watch")?.call0()?.extract()?;
         let c_states = c_states
             .into_iter()
             .map(|(label, object, offset, len)| {
