@@ -1,6 +1,8 @@
 //! Linux: `pipe2`, `prctl`, `sigtimedwait` and `/proc`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::os::fd::{OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
@@ -117,9 +119,10 @@ fn is_running(pid: u32) -> bool {
 // What a later run could observe (`process_state`).
 
 /// What `/proc/thread-self/status` tells (see `process_state`), with the two `prctl` flags it
-/// does not show and SIGCHLD's full action: seven system calls.
+/// does not show and SIGCHLD's full action: four system calls besides the checks of the kept
+/// files (see [`ProcFiles`]).
 pub fn summary() -> Summary {
-    let status = read_proc("/proc/thread-self/status", Status::parse).unwrap_or_default();
+    let status = read_status().unwrap_or_default();
     // The kernel's signal masks have signal n at bit n - 1.
     let has = |mask: u64, signal: libc::c_int| {
         let bit = u32::try_from(signal - 1).ok();
@@ -161,25 +164,207 @@ pub fn summary() -> Summary {
     }
 }
 
-/// Reads a small `/proc` file whole and parses it: open, read until the end (two reads), close.
-/// Into a buffer on the stack when it fits, as `/proc/thread-self/status` does unless the
-/// machine has thousands of CPUs.
-fn read_proc<T>(path: &str, parse: impl FnOnce(&[u8]) -> T) -> Option<T> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut buffer = [0u8; 4096];
-    let mut len = 0;
-    while len < buffer.len() {
-        match file.read(&mut buffer[len..]) {
-            Ok(0) => return Some(parse(&buffer[..len])),
-            Ok(read) => len += read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+/// `/proc/thread-self/status` and `/proc/self/fd`, kept open from a thread's first capture on:
+/// opening them each time cost most of a capture, above all once a run has filled the caches
+/// (measured in C, with `getrlimit`: 32 µs opened each time, 20 µs kept and read again).
+///
+/// Per thread, as the status is: each capturing thread keeps its own pair (a worker has one),
+/// and needs no lock, which a fork taken while another thread held it would leave locked in
+/// the child forever. The descriptors are the capture's own, so its listing leaves them out.
+///
+/// The process runs arbitrary programs, which may close any descriptor or open another file on
+/// its number, and may fork; so before each use:
+///
+/// - **the process**: a forked child inherits the descriptors, but they were opened on the
+///   parent's `/proc/<pid>` (what `self` and `thread-self` meant then): a capture in another
+///   process than `pid` closes them and opens its own. The process id is enough: a thread's
+///   files are only used by that thread, whose id changes only with a fork (as the process's
+///   does).
+/// - **the file**: `fstat` must still give the device and inode it gave at opening, else the
+///   number is no longer ours (closed, or another file is on it) and is left alone: not read,
+///   not rewound, never closed. Validating what is read instead (the status names its thread,
+///   the listing holds its own descriptor) would save the two `fstat`s, 0.6 µs of a capture's
+///   12 warm and about 1 of its 35 after a run (`process_state_cost`), but would rewind and
+///   read whatever file a program put on the number, and could not tell whether a number that
+///   fails is still ours to close.
+///
+/// A read that fails all the same (no known cause: closed and replaced descriptors are caught
+/// before) opens that file again and reads once more.
+struct ProcFiles {
+    /// The process they were opened in.
+    pid: libc::pid_t,
+    status: Option<Kept>,
+    fds: Option<Kept>,
+}
+
+thread_local! {
+    static PROC_FILES: RefCell<ProcFiles> = const {
+        RefCell::new(ProcFiles {
+            pid: 0,
+            status: None,
+            fds: None,
+        })
+    };
+}
+
+#[derive(Clone, Copy)]
+enum ProcFile {
+    Status,
+    Fds,
+}
+
+impl ProcFiles {
+    fn get(&mut self, which: ProcFile) -> &mut Option<Kept> {
+        match which {
+            ProcFile::Status => &mut self.status,
+            ProcFile::Fds => &mut self.fds,
+        }
+    }
+
+    /// Makes both this process's and still open, as far as they can be.
+    fn check(&mut self) {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        if pid != self.pid {
+            // A fork's inherited copies are closed (when still ours) before opening anew.
+            *self = ProcFiles {
+                pid,
+                status: None,
+                fds: None,
+            };
+        }
+        let files = [
+            (ProcFile::Status, c"/proc/thread-self/status", 0),
+            (ProcFile::Fds, c"/proc/self/fd", libc::O_DIRECTORY),
+        ];
+        for (which, path, flags) in files {
+            let kept = self.get(which);
+            if kept.as_ref().is_some_and(|kept| !kept.is_ours()) {
+                *kept = None;
+            }
+            if kept.is_none() {
+                *kept = Kept::open(path, flags);
+            }
+        }
+    }
+
+    /// Whether `fd` is one of these.
+    fn holds(&self, fd: RawFd) -> bool {
+        [&self.status, &self.fds]
+            .iter()
+            .any(|kept| kept.as_ref().is_some_and(|kept| kept.fd == fd))
+    }
+}
+
+/// `read` of this thread's [`ProcFiles`], checked first; if it fails, once more with `which`
+/// opened again.
+fn with_proc_files<T>(which: ProcFile, read: impl Fn(&ProcFiles) -> Option<T>) -> Option<T> {
+    let attempt = |files: &mut ProcFiles| {
+        files.check();
+        read(files).or_else(|| {
+            *files.get(which) = None;
+            files.check();
+            read(files)
+        })
+    };
+    let kept =
+        PROC_FILES.try_with(|files| files.try_borrow_mut().ok().map(|mut f| attempt(&mut f)));
+    match kept {
+        Ok(Some(read)) => read,
+        // While the thread ends (its files are gone), or re-entered: files of this call's own.
+        _ => attempt(&mut ProcFiles {
+            pid: 0,
+            status: None,
+            fds: None,
+        }),
+    }
+}
+
+/// A descriptor [`ProcFiles`] opened, and the file it opened it on: device and inode.
+struct Kept {
+    fd: RawFd,
+    file: (libc::dev_t, libc::ino_t),
+}
+
+impl Kept {
+    fn open(path: &CStr, flags: libc::c_int) -> Option<Kept> {
+        let flags = libc::O_RDONLY | libc::O_CLOEXEC | flags;
+        // SAFETY: a NUL-terminated path; open touches no other memory of ours.
+        let fd = unsafe { libc::open(path.as_ptr(), flags) };
+        if fd < 0 {
+            return None;
+        }
+        let Some(file) = file_of(fd) else {
+            // SAFETY: just opened, and ours alone.
+            unsafe { libc::close(fd) };
+            return None;
+        };
+        Some(Kept { fd, file })
+    }
+
+    /// Whether the descriptor still refers to the file it was opened on.
+    fn is_ours(&self) -> bool {
+        file_of(self.fd) == Some(self.file)
+    }
+}
+
+impl Drop for Kept {
+    /// Closes the descriptor if it is still ours; another file on its number is someone else's.
+    fn drop(&mut self) {
+        if self.is_ours() {
+            // SAFETY: it refers to the file this opened, which nothing else of the process knows
+            // of (a program that opened the same `/proc` file and put it on this number had
+            // better not).
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
+/// The device and inode `fd` refers to.
+fn file_of(fd: RawFd) -> Option<(libc::dev_t, libc::ino_t)> {
+    // SAFETY: zeroed memory is a valid stat (integers only).
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `stat` alone; a descriptor that is not open is EBADF.
+    let ok = unsafe { libc::fstat(fd, &mut stat) } == 0;
+    ok.then_some((stat.st_dev, stat.st_ino))
+}
+
+/// This thread's status, read from its kept file into a buffer on the stack when it fits, as it
+/// does unless the machine has thousands of CPUs: one `pread`.
+fn read_status() -> Option<Status> {
+    with_proc_files(ProcFile::Status, |files| {
+        let fd = files.status.as_ref()?.fd;
+        let mut buffer = [0u8; 4096];
+        let read = pread(fd, &mut buffer, 0)?;
+        // The file is one record, which the kernel writes whole into the buffer if it fits
+        // (`single_open`): a short read is all of it.
+        if read < buffer.len() {
+            return Some(Status::parse(&buffer[..read]));
+        }
+        let mut whole = buffer.to_vec();
+        loop {
+            let len = whole.len();
+            whole.resize(len + 4096, 0);
+            let read = pread(fd, &mut whole[len..], len)?;
+            whole.truncate(len + read);
+            if read == 0 {
+                return Some(Status::parse(&whole));
+            }
+        }
+    })
+}
+
+fn pread(fd: RawFd, buffer: &mut [u8], offset: usize) -> Option<usize> {
+    let offset = libc::off_t::try_from(offset).ok()?;
+    loop {
+        // SAFETY: the kernel writes at most the buffer's length into it.
+        let read = unsafe { libc::pread(fd, buffer.as_mut_ptr().cast(), buffer.len(), offset) };
+        match usize::try_from(read) {
+            Ok(read) => return Some(read),
+            Err(_) if nix::errno::Errno::last() == nix::errno::Errno::EINTR => {}
             Err(_) => return None,
         }
     }
-    let mut whole = buffer.to_vec();
-    file.read_to_end(&mut whole).ok()?;
-    Some(parse(&whole))
 }
 
 /// The lines of `/proc/thread-self/status` that `summary` uses (proc(5)); `None` for any the
@@ -252,22 +437,23 @@ fn real_and_effective(value: &[u8]) -> Option<[u32; 2]> {
     Some([ids.next()??, ids.next()??])
 }
 
-/// Descriptors open in this process, ascending: the entries of `/proc/self/fd`, listed with
-/// `getdents64` into a buffer on the stack (open, two listings, close). Only their numbers:
-/// what each refers to would take two system calls more per descriptor.
+/// Descriptors open in this process, ascending: the entries of `/proc/self/fd`, its kept file
+/// rewound and listed with `getdents64` into a buffer on the stack (three system calls). Only
+/// their numbers: what each refers to would take two system calls more per descriptor.
 pub fn open_fds() -> Option<Vec<Descriptor>> {
+    with_proc_files(ProcFile::Fds, list_fds)
+}
+
+fn list_fds(files: &ProcFiles) -> Option<Vec<Descriptor>> {
     /// Room for a hundred-odd entries a call, aligned as the kernel writes them.
     #[repr(C, align(8))]
     struct Entries([u8; 4096]);
 
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-    // SAFETY: a NUL-terminated path; open touches no other memory of ours.
-    let listing = unsafe { libc::open(c"/proc/self/fd".as_ptr(), flags) };
-    if listing < 0 {
+    let listing = files.fds.as_ref()?.fd;
+    // SAFETY: integers only.
+    if unsafe { libc::lseek(listing, 0, libc::SEEK_SET) } != 0 {
         return None;
     }
-    // SAFETY: just opened, and ours alone: closed when dropped.
-    let listing = unsafe { OwnedFd::from_raw_fd(listing) };
     let mut fds = Vec::new();
     let mut entries = Entries([0; 4096]);
     loop {
@@ -275,7 +461,7 @@ pub fn open_fds() -> Option<Vec<Descriptor>> {
         let read = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
-                listing.as_raw_fd(),
+                listing,
                 entries.0.as_mut_ptr(),
                 entries.0.len(),
             )
@@ -294,8 +480,9 @@ pub fn open_fds() -> Option<Vec<Descriptor>> {
             let name = records.get(19..length)?;
             let name = &name[..name.iter().position(|byte| *byte == 0)?];
             let fd = std::str::from_utf8(name).ok().and_then(|n| n.parse().ok());
-            // "." and "..", and the listing's own descriptor, are no descriptors of the process.
-            if let Some(fd) = fd.filter(|fd| *fd != listing.as_raw_fd()) {
+            // "." and "..", and the capture's own kept files, are no descriptors of the
+            // process's.
+            if let Some(fd) = fd.filter(|fd| !files.holds(*fd)) {
                 fds.push(Descriptor {
                     fd,
                     file: None,
@@ -308,6 +495,14 @@ pub fn open_fds() -> Option<Vec<Descriptor>> {
     // The kernel lists them in order already; the comparison needs them so.
     fds.sort_unstable_by_key(|descriptor| descriptor.fd);
     Some(fds)
+}
+
+/// The descriptors this thread keeps open for its captures, `[status, fd listing]`.
+#[cfg(test)]
+pub fn kept_fds() -> [Option<RawFd>; 2] {
+    PROC_FILES.with_borrow(|files| {
+        [&files.status, &files.fds].map(|kept| kept.as_ref().map(|kept| kept.fd))
+    })
 }
 
 /// Every signal a program can give a disposition: the standard ones and the realtime ones glibc
@@ -496,7 +691,7 @@ mod tests {
 
     #[test]
     fn this_kernel_writes_every_line_used() {
-        let status = read_proc("/proc/thread-self/status", Status::parse).unwrap();
+        let status = read_status().unwrap();
         let Status {
             threads,
             umask,

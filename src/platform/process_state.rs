@@ -11,12 +11,13 @@
 //!
 //! [`ProcessState::capture`] takes them all while the worker is fresh; after each run a second
 //! capture and [`ProcessState::changes_since`] name whatever differs. The worker captures after
-//! every run, so a capture keeps to few system calls, and to fewer files opened: opening one
-//! costs most, the more so once a run has filled the caches with its own data. On Linux it
-//! reads the kernel's summaries: `/proc/thread-self/status` once for the threads, umask, signal
-//! mask and dispositions, ids, `no_new_privs`, seccomp mode and affinity, and `/proc/self/fd`
-//! once for the descriptors; the rest is a system call each (one `getrlimit` per limit, which
-//! costs less than opening `/proc/self/limits` and having the kernel format it), 34 in all.
+//! every run, so a capture keeps to few system calls, and opens no file after the first: opening
+//! one costs most, the more so once a run has filled the caches with its own data. On Linux it
+//! reads the kernel's summaries, from two files each capturing thread opens once and keeps
+//! (`linux.rs`): `/proc/thread-self/status` for the threads, umask, signal mask and
+//! dispositions, ids, `no_new_privs`, seccomp mode and affinity, and `/proc/self/fd` for the
+//! descriptors; the rest is a system call each (one `getrlimit` per limit, which costs less than
+//! opening `/proc/self/limits` and having the kernel format it), 33 in all.
 //! macOS asks with a system call for each, one `sigaction` per signal and an `fstat` and
 //! `fcntl` per descriptor among them. The `process_state_cost` test measures a capture.
 //!
@@ -1298,6 +1299,119 @@ mod tests {
             );
             // SAFETY: as above, with the set it had.
             assert_eq!(unsafe { libc::sched_setaffinity(0, size, &all) }, 0);
+            assert_eq!(changes(&fresh), NOTHING);
+        });
+    }
+
+    /// Whether `fd` is open in this process.
+    #[cfg(target_os = "linux")]
+    fn is_open(fd: RawFd) -> bool {
+        // SAFETY: integers only; a descriptor that is not open is EBADF.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+    }
+
+    /// The `/proc` files a capture keeps open on Linux are its own, not the process's: its
+    /// listing leaves them out, from the first capture on, and they close with their thread.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_files_a_capture_keeps_are_no_descriptors_of_the_process() {
+        in_child(|| {
+            let kept = std::thread::spawn(|| {
+                assert_eq!(os::kept_fds(), [None, None]);
+                let first = ProcessState::capture();
+                let kept = os::kept_fds().map(Option::unwrap);
+                let fds = first.fds.as_ref().unwrap();
+                assert!(fds.iter().all(|open| !kept.contains(&open.fd)), "{fds:?}");
+                assert_eq!(first.changes_since(&ProcessState::capture()), NOTHING);
+                kept
+            });
+            let kept = kept.join().unwrap();
+            assert!(!kept.into_iter().any(is_open));
+        });
+    }
+
+    /// A forked child inherits its parent's kept files, which are the parent's `/proc` files:
+    /// its captures read its own.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_forked_child_captures_itself_not_its_parent() {
+        use nix::sys::stat::{umask, Mode};
+        let parent = ProcessState::capture();
+        let inherited = os::kept_fds().map(Option::unwrap);
+        let null = std::fs::File::open("/dev/null").unwrap();
+        in_child(move || {
+            let mask = if parent.umask == Some(0o027) {
+                0o077
+            } else {
+                0o027
+            };
+            umask(Mode::from_bits_truncate(mask));
+            // A descriptor the parent has not: far above the ones the tests open.
+            // SAFETY: integers only; duplicates a descriptor the closure owns.
+            let only_here = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 500) };
+            assert!(only_here >= 500);
+            let state = ProcessState::capture();
+            assert_eq!(state.umask, Some(mask));
+            let fds = state.fds.as_ref().unwrap();
+            assert!(fds.iter().any(|open| open.fd == only_here), "{fds:?}");
+            // The inherited copies are closed, or their numbers taken again by the new ones.
+            let kept = os::kept_fds().map(Option::unwrap);
+            for fd in inherited {
+                assert!(kept.contains(&fd) || !is_open(fd));
+            }
+            assert!(fds.iter().all(|open| !kept.contains(&open.fd)), "{fds:?}");
+        });
+    }
+
+    /// What `os.closerange` or `os.dup2` in a program does to the descriptors a capture keeps
+    /// open on Linux: closed, they are opened again; replaced, the program's file on their
+    /// number is the program's descriptor, which the capture neither reads, rewinds nor closes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kept_files_closed_or_replaced_by_a_program_are_opened_again() {
+        use nix::sys::stat::{umask, Mode};
+        use std::io::{Seek, SeekFrom};
+        let mut other = tempfile::tempfile().unwrap();
+        other.write_all(b"Name:\tnot this thread\n").unwrap();
+        in_child(move || {
+            let fresh = fresh();
+            let kept = os::kept_fds().map(Option::unwrap);
+            for fd in kept {
+                // SAFETY: closes the capture's descriptor under its feet, as a program may.
+                assert_eq!(unsafe { libc::close(fd) }, 0);
+            }
+            assert_eq!(changes(&fresh), NOTHING);
+            // Read again, not remembered.
+            let before = umask(Mode::from_bits_truncate(0o027));
+            assert_eq!(
+                changes(&fresh),
+                [format!("umask changed ({:03o} -> 027)", before.bits())]
+            );
+            umask(before);
+
+            let kept = os::kept_fds().map(Option::unwrap);
+            for fd in kept {
+                // SAFETY: puts the program's file on the capture's descriptor, as a program may.
+                assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), fd) }, fd);
+            }
+            other.seek(SeekFrom::Start(5)).unwrap();
+            let (low, high) = (kept[0].min(kept[1]), kept[0].max(kept[1]));
+            let left_open = [
+                format!("file descriptor {low} open"),
+                format!("file descriptor {high} open"),
+            ];
+            assert_eq!(changes(&fresh), left_open);
+            assert!(kept.into_iter().all(is_open));
+            assert_eq!(other.stream_position().unwrap(), 5);
+            umask(Mode::from_bits_truncate(0o027));
+            let changed = changes(&fresh);
+            assert_eq!(changed.len(), 3, "{changed:?}");
+            assert!(changed[0].starts_with("umask changed"), "{changed:?}");
+            umask(before);
+            for fd in kept {
+                // SAFETY: the program closes what it left open.
+                assert_eq!(unsafe { libc::close(fd) }, 0);
+            }
             assert_eq!(changes(&fresh), NOTHING);
         });
     }
