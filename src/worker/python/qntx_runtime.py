@@ -275,16 +275,13 @@ def residue_watch():
             settings.append((f"sys.monitoring tool {tool}", functools.partial(monitoring.get_tool, tool)))
     for module, call, label in (
         ("tracemalloc", "is_tracing", "tracemalloc"),
+        # Which context object is current; its fields are a C state (_c_states).
         ("decimal", "getcontext", "decimal's context"),
         ("socket", "getdefaulttimeout", "the default socket timeout"),
     ):
         loaded = sys.modules.get(module)
         if loaded is not None:
-            getter = getattr(loaded, call)
-            if module == "decimal":
-                # The context is one mutable object per thread: its repr shows every field.
-                getter = functools.partial(_describe, getter)
-            settings.append((label, getter))
+            settings.append((label, getattr(loaded, call)))
     labels = [label for label, _ in settings]
     getters = tuple(getter for _, getter in settings)
 
@@ -308,11 +305,15 @@ def _c_states():
         if isinstance(generator, base) and base.__itemsize__ == 0 and base.__basicsize__ > object.__basicsize__:
             start = object.__basicsize__
             states.append(("random's generator state", generator, start, base.__basicsize__ - start))
+    decimal = sys.modules.get("decimal")
+    if decimal is not None:
+        # One mutable C object per thread (precision, rounding, flags, traps, ...).
+        context = decimal.getcontext()
+        kind = type(context)
+        if kind.__module__ == "decimal" and kind.__itemsize__ == 0 and not hasattr(context, "__dict__"):
+            start = object.__basicsize__
+            states.append(("decimal's context", context, start, kind.__basicsize__ - start))
     return states
-
-
-def _describe(getter):
-    return repr(getter())
 
 
 
