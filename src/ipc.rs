@@ -48,22 +48,79 @@ pub enum FrameError {
 }
 
 /// What the supervisor asks of a worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
-    Run(Box<RunRequest>),
+    Run(Run),
     /// Raise KeyboardInterrupt in the run with this id, if it is still the current one.
     Interrupt {
         run_id: u64,
     },
-    /// Import each module and report its version (`--check-environment`, Health).
-    CheckModules {
-        modules: Vec<String>,
-    },
-    /// Read the declarations of handler scripts with `ast` (nothing is executed).
-    Declare {
-        scripts: Vec<Script>,
-    },
+    CheckModules(CheckModules),
+    Declare(Declare),
+}
+
+/// A request a worker answers, tied to the one kind of [`Answer`] that replies to it. The
+/// worker answers a request only through [`Request::answer`], which takes that request's reply,
+/// and the supervisor takes an answer only through [`Request::reply`]: a request and a reply of
+/// another kind cannot be paired.
+pub trait Request: Into<ToWorker> {
+    type Reply;
+    /// The answer carrying `reply` (worker side).
+    fn answer(reply: Self::Reply) -> Answer;
+    /// The reply to this kind of request; None when the answer replies to another kind
+    /// (supervisor side).
+    fn reply(answer: Answer) -> Option<Self::Reply>;
+}
+
+/// Pairs a request with the message that carries it and the answer that replies to it.
+macro_rules! request {
+    ($request:ident => ToWorker::$message:ident, Answer::$answer:ident($reply:ty)) => {
+        impl From<$request> for ToWorker {
+            fn from(request: $request) -> Self {
+                ToWorker::$message(request)
+            }
+        }
+
+        impl Request for $request {
+            type Reply = $reply;
+
+            fn answer(reply: $reply) -> Answer {
+                Answer::$answer(reply)
+            }
+
+            fn reply(answer: Answer) -> Option<$reply> {
+                match answer {
+                    Answer::$answer(reply) => Some(reply),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+request!(Run => ToWorker::Run, Answer::Ran(RunOutput));
+request!(CheckModules => ToWorker::CheckModules, Answer::ModulesChecked(Vec<ModuleCheck>));
+request!(Declare => ToWorker::Declare, Answer::Declared(Vec<Result<String, String>>));
+
+/// Run a program; the id names it to interrupts and in its answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Run {
+    pub run_id: u64,
+    pub program: Box<Program>,
+}
+
+/// Import each module and report its version (`--check-environment`, Health).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckModules {
+    pub modules: Vec<String>,
+}
+
+/// Read the declarations of handler scripts with `ast` (nothing is executed); one answer per
+/// script, in order: JSON of its declarations, or why they cannot be read.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Declare {
+    pub scripts: Vec<Script>,
 }
 
 /// What a worker needs to reach the host for a run's `qntx` API calls.
@@ -86,35 +143,43 @@ pub struct HandlerEntry {
     pub function: Option<String>,
 }
 
-/// One program to run in a fresh `__main__` namespace.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRequest {
-    pub run_id: u64,
+/// One program to run in a fresh `__main__` namespace. A door builds it with
+/// [`Program::new`] and what its caller gave; the plugin adds what its settings and the host
+/// link say (`python_paths`, `max_output_bytes`, `host`) just before it runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Program {
     pub code: String,
     /// Shown in tracebacks, e.g. `<execute>` or `<handler cleanup>`.
     pub filename: String,
     /// JSON text of the `upstream` dict, or None for `upstream = None`.
     pub upstream_json: Option<String>,
     pub glyph_id: String,
-    /// Bytes kept per stream; the rest is counted and dropped.
-    pub max_output_bytes: usize,
-    /// Put at the front of `sys.path` for this run only, first listed searched first.
-    pub python_paths: Vec<String>,
     /// Set for saved handlers: after the module runs, its entry function is called.
     pub handler: Option<HandlerEntry>,
+    /// Put at the front of `sys.path` for this run only, first listed searched first.
+    pub python_paths: Vec<String>,
+    /// Bytes kept per stream; the rest is counted and dropped.
+    pub max_output_bytes: usize,
     pub host: Option<HostAccess>,
 }
 
+impl Program {
+    pub fn new(code: String, filename: impl Into<String>) -> Self {
+        Self {
+            code,
+            filename: filename.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// What a worker reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromWorker {
     /// A worker is ready for requests: the first after start-up, and each successor forked
     /// after a worker ended.
-    Ready {
-        python_version: String,
-        pid: i32,
-    },
+    Ready { python_version: String, pid: i32 },
     /// After every answer: the request left nothing a later one could see, and this worker
     /// takes the next request.
     Reusable,
@@ -126,17 +191,18 @@ pub enum FromWorker {
         running: bool,
     },
     /// Python could not start (for example, an environment for another Python version).
-    StartupFailed {
-        error: String,
-    },
-    Done(RunOutput),
-    ModulesChecked {
-        modules: Vec<ModuleCheck>,
-    },
-    /// One answer per script, in order: JSON of its declarations, or why they cannot be read.
-    Declared {
-        results: Vec<Result<String, String>>,
-    },
+    StartupFailed { error: String },
+    /// The answer to the request the worker read last.
+    Answer(Answer),
+}
+
+/// A worker's answer to a request; see [`Request`] for which answers which.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Ran(RunOutput),
+    ModulesChecked(Vec<ModuleCheck>),
+    Declared(Vec<Result<String, String>>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -150,7 +216,8 @@ pub enum RunStatus {
     Interrupted,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// How a program ended, as its worker saw it.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RunOutput {
     pub run_id: u64,
     pub status: RunStatus,
@@ -276,25 +343,22 @@ mod tests {
     #[test]
     fn a_run_request_shows_no_token_but_carries_it() {
         let secret = "ab".repeat(32);
-        let run = ToWorker::Run(Box::new(RunRequest {
+        let run = ToWorker::from(Run {
             run_id: 1,
-            code: "1".into(),
-            filename: "<execute>".into(),
-            upstream_json: None,
-            glyph_id: String::new(),
-            max_output_bytes: 1024,
-            python_paths: Vec::new(),
-            handler: None,
-            host: Some(HostAccess {
-                ats_store: "127.0.0.1:1".into(),
-                queue: String::new(),
-                schedule: String::new(),
-                fetch: String::new(),
-                auth_token: secret.as_str().into(),
-                plugin_name: "python".into(),
-                plugin_version: "0".into(),
+            program: Box::new(Program {
+                max_output_bytes: 1024,
+                host: Some(HostAccess {
+                    ats_store: "127.0.0.1:1".into(),
+                    queue: String::new(),
+                    schedule: String::new(),
+                    fetch: String::new(),
+                    auth_token: secret.as_str().into(),
+                    plugin_name: "python".into(),
+                    plugin_version: "0".into(),
+                }),
+                ..Program::new("1".into(), "<execute>")
             }),
-        }));
+        });
         // The worker's interrupt thread logs unexpected messages with `?`.
         let shown = format!("{run:?}");
         assert!(
@@ -307,7 +371,26 @@ mod tests {
         let Some(ToWorker::Run(received)) = take_frame::<ToWorker>(&mut buffer).unwrap() else {
             panic!("not a run");
         };
-        assert_eq!(received.host.unwrap().auth_token.expose(), secret);
+        assert_eq!(received.program.host.unwrap().auth_token.expose(), secret);
+    }
+
+    #[test]
+    fn an_answer_is_taken_only_by_the_request_it_replies_to() {
+        let checked = vec![ModuleCheck {
+            module: "json".into(),
+            version: Some("2".into()),
+            error: None,
+        }];
+        let frame = encode(&FromWorker::Answer(CheckModules::answer(checked))).unwrap();
+        let Some(FromWorker::Answer(answer)) = take_frame(&mut frame.to_vec()).unwrap() else {
+            panic!("not an answer");
+        };
+        assert!(Declare::reply(answer).is_none());
+        let Some(FromWorker::Answer(answer)) = take_frame(&mut frame.to_vec()).unwrap() else {
+            panic!("not an answer");
+        };
+        let modules = CheckModules::reply(answer).unwrap();
+        assert_eq!(modules[0].version.as_deref(), Some("2"));
     }
 
     #[test]

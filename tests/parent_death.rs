@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use qntx_python_plugin::ipc::{self, FromWorker, RunRequest, ToWorker};
+use qntx_python_plugin::ipc::{self, FromWorker, Program, Run, ToWorker};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_qntx-python-plugin");
 
@@ -51,18 +51,14 @@ fn a_worker_ends_itself_when_its_supervisor_goes_away_mid_run() {
     let FromWorker::Ready { pid: serving, .. } = ready else {
         panic!("{ready:?}");
     };
-    let spin = RunRequest {
+    let spin = Run {
         run_id: 1,
-        code: "while True: pass".into(),
-        filename: "<spin>".into(),
-        upstream_json: None,
-        glyph_id: String::new(),
-        max_output_bytes: 1024,
-        python_paths: Vec::new(),
-        handler: None,
-        host: None,
+        program: Box::new(Program {
+            max_output_bytes: 1024,
+            ..Program::new("while True: pass".into(), "<spin>")
+        }),
     };
-    ipc::write_blocking(&mut work, &ToWorker::Run(Box::new(spin))).unwrap();
+    ipc::write_blocking(&mut work, &ToWorker::from(spin)).unwrap();
 
     // The supervisor "dies": all its ends close. The worker's main thread never reads again.
     drop((work, interrupts, control));

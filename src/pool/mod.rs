@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::ipc::{
-    CapturedStream, FromWorker, HandlerEntry, HostAccess, ModuleCheck, RunOutput, Script, ToWorker,
+    CheckModules, Declare, FromWorker, ModuleCheck, Program, Request, RunOutput, Script,
 };
 pub use budget::{Budget, PoolId};
 pub use process::{describe_exit, Incoming, SpawnError, WorkerCommand, WorkerProcess};
@@ -89,14 +89,9 @@ impl PoolStats {
     }
 }
 
-/// One program for a worker.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    pub code: String,
-    pub filename: String,
-    pub upstream_json: Option<String>,
-    pub glyph_id: String,
-    pub max_output_bytes: usize,
+/// What the supervisor holds a run to; the worker never sees these.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
     pub timeout: Duration,
     /// The latest moment the run may go on (a caller's deadline), however long it waited for
     /// a worker: its limit is `timeout` or what is left until then, whichever is less.
@@ -105,9 +100,6 @@ pub struct RunSpec {
     pub memory_limit_bytes: Option<u64>,
     /// A run whose processes (besides its worker) pass this is stopped with its worker.
     pub max_processes: Option<usize>,
-    pub python_paths: Vec<String>,
-    pub handler: Option<HandlerEntry>,
-    pub host: Option<HostAccess>,
 }
 
 /// How a run ended, from the supervisor's point of view.
@@ -115,13 +107,12 @@ pub struct RunSpec {
 pub enum RunOutcome {
     /// The worker answered: the program finished, raised, or exited.
     Finished(RunOutput),
-    /// The deadline passed. `output` is what the program printed before it stopped;
-    /// `killed` says whether the worker had to be killed because it did not stop.
+    /// The deadline passed. `output` is the worker's answer when the interrupt stopped the
+    /// program (what it printed before it stopped); None when it did not stop and its worker
+    /// was killed.
     TimedOut {
         after: Duration,
-        killed: bool,
-        stdout: CapturedStream,
-        stderr: CapturedStream,
+        output: Option<RunOutput>,
     },
     /// The worker died during the run: `cause` names the exit status, signal or memory limit.
     WorkerDied { cause: String },
@@ -137,19 +128,41 @@ pub enum PoolError {
     WorkerUnavailable(String),
 }
 
-enum Work {
-    Run(Box<RunSpec>),
-    CheckModules(Vec<String>),
+/// Where a job's result goes: to the caller waiting for it.
+type Caller<R> = oneshot::Sender<Result<R, PoolError>>;
+
+/// A job's work, and where its result goes.
+struct Asked<W, R> {
+    work: W,
+    reply: Caller<R>,
 }
 
-enum WorkResult {
-    Run(RunOutcome),
-    Modules(Vec<ModuleCheck>),
+/// A job in the queue: each kind of work with the channel for its own kind of result.
+enum Job {
+    Run(Asked<(Box<Program>, Limits), RunOutcome>),
+    CheckModules(Asked<CheckModules, Vec<ModuleCheck>>),
 }
 
-struct Job {
-    work: Work,
-    reply: oneshot::Sender<Result<WorkResult, PoolError>>,
+impl Job {
+    /// Whether the caller went away.
+    fn is_closed(&self) -> bool {
+        match self {
+            Job::Run(asked) => asked.reply.is_closed(),
+            Job::CheckModules(asked) => asked.reply.is_closed(),
+        }
+    }
+
+    fn fail(self, error: PoolError) {
+        // A caller that went away needs no answer.
+        match self {
+            Job::Run(asked) => {
+                let _ = asked.reply.send(Err(error));
+            }
+            Job::CheckModules(asked) => {
+                let _ = asked.reply.send(Err(error));
+            }
+        }
+    }
 }
 
 /// What a pool's slots share.
@@ -242,7 +255,8 @@ impl Pool {
         self.shared.pending.load(Ordering::Relaxed)
     }
 
-    async fn submit(&self, work: Work) -> Result<WorkResult, PoolError> {
+    /// Queues `work` as the kind of job `job` makes of it, and waits for its result.
+    async fn submit<W, R>(&self, work: W, job: fn(Asked<W, R>) -> Job) -> Result<R, PoolError> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
             return Err(PoolError::ShuttingDown);
@@ -254,7 +268,7 @@ impl Pool {
         }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .try_send(Job { work, reply })
+            .try_send(job(Asked { work, reply }))
             .map_err(|e| match e {
                 async_channel::TrySendError::Full(_) => PoolError::QueueFull {
                     workers: shared.budget.total(),
@@ -268,11 +282,8 @@ impl Pool {
         answer.await.map_err(|_| PoolError::ShuttingDown)?
     }
 
-    pub async fn run(&self, spec: RunSpec) -> Result<RunOutcome, PoolError> {
-        match self.submit(Work::Run(Box::new(spec))).await? {
-            WorkResult::Run(outcome) => Ok(outcome),
-            WorkResult::Modules(_) => Err(PoolError::WorkerUnavailable("unexpected reply".into())),
-        }
+    pub async fn run(&self, program: Program, limits: Limits) -> Result<RunOutcome, PoolError> {
+        self.submit((Box::new(program), limits), Job::Run).await
     }
 
     /// Imports the environment's declared packages once, in the background, so Health can
@@ -326,10 +337,8 @@ impl Pool {
     }
 
     pub async fn check_modules(&self, modules: Vec<String>) -> Result<Vec<ModuleCheck>, PoolError> {
-        match self.submit(Work::CheckModules(modules)).await? {
-            WorkResult::Modules(report) => Ok(report),
-            WorkResult::Run(_) => Err(PoolError::WorkerUnavailable("unexpected reply".into())),
-        }
+        self.submit(CheckModules { modules }, Job::CheckModules)
+            .await
     }
 
     /// Reads handler scripts' declarations in a worker process of their own, so a catalog
@@ -344,16 +353,15 @@ impl Pool {
             .await
             .map_err(|e| unavailable(&e))?;
         worker
-            .send(&ToWorker::Declare { scripts })
+            .send(&Declare { scripts }.into())
             .await
             .map_err(|e| unavailable(&e))?;
-        match worker.next().await {
-            Ok(Incoming::Message(FromWorker::Declared { results })) => Ok(results),
-            Ok(_) => Err(PoolError::WorkerUnavailable(
-                "unexpected answer to Declare".into(),
-            )),
-            Err(error) => Err(unavailable(&error)),
-        }
+        // A fresh worker that said Ready answers the one request it was sent, first.
+        let results = match worker.next().await.map_err(|e| unavailable(&e))? {
+            Incoming::Message(FromWorker::Answer(answer)) => Declare::reply(answer),
+            _ => None,
+        };
+        results.ok_or_else(|| PoolError::WorkerUnavailable("unexpected answer to Declare".into()))
     }
 
     /// Refuses new work and kills every worker (running programs included) right away.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::budget::{Permit, IDLE_GRACE};
 use super::process::{Incoming, WorkerProcess};
-use super::{Job, PoolError, RunOutcome, RunSpec, Shared, Work, WorkResult};
-use crate::ipc::{CapturedStream, FromWorker, RunRequest, ToWorker};
+use super::{Asked, Caller, Job, Limits, PoolError, RunOutcome, Shared};
+use crate::ipc::{Answer, FrameError, FromWorker, Program, Request, Run, ToWorker};
 
 /// How often a busy worker's memory is checked against the limit.
 const MEMORY_POLL: Duration = Duration::from_millis(50);
@@ -40,13 +40,42 @@ enum Succession {
 /// What one message from a worker slot's processes means for the request in flight.
 enum Observed {
     /// An answer (to the request in flight, or a stale one).
-    Answer(FromWorker),
+    Answer(Answer),
     /// The worker retires without reading another request: one sent to it goes to its successor.
     Retired,
     /// A successor is ready.
     Ready,
     /// The worker ended unexpectedly, with this cause.
     Lost(String),
+    Nothing,
+}
+
+/// A request sent to the slot's worker and not yet answered. A worker that retires without
+/// reading it leaves it to its successor, which is sent the same message once it is ready.
+struct Exchange<R> {
+    message: ToWorker,
+    /// Sent to a worker that then retired before reading it.
+    untaken: bool,
+    request: std::marker::PhantomData<R>,
+}
+
+impl<R: Request> Exchange<R> {
+    fn new(request: R) -> Self {
+        Self {
+            message: request.into(),
+            untaken: false,
+            request: std::marker::PhantomData,
+        }
+    }
+}
+
+/// What one message from the worker's side means for an [`Exchange`].
+enum Heard<T> {
+    /// The reply to the request (or, for a run, to an earlier one: the caller checks the id).
+    Reply(T),
+    /// The worker ended, or could not be sent the request; the cause.
+    Lost(String),
+    /// A verdict, a successor, or an answer of another kind (to an earlier request).
     Nothing,
 }
 
@@ -87,7 +116,7 @@ impl Slot {
                 continue;
             }
             let wake = self.wait_idle().await;
-            let mut job = match wake {
+            let job = match wake {
                 Wake::Job(job) => job,
                 Wake::GiveBack => {
                     self.release_worker();
@@ -99,22 +128,23 @@ impl Slot {
                 Wake::Stop => break,
                 Wake::WorkerGone => continue,
             };
-            if job.reply.is_closed() {
+            if job.is_closed() {
                 continue; // the caller gave up while waiting in the queue
             }
             shared.stats.workers_busy.fetch_add(1, Ordering::Relaxed);
-            let result = match job.work {
-                Work::Run(spec) => self
-                    .execute(*spec, &mut job.reply)
-                    .await
-                    .map(WorkResult::Run),
-                Work::CheckModules(modules) => {
-                    self.check_modules(modules).await.map(WorkResult::Modules)
+            match job {
+                Job::Run(Asked {
+                    work: (program, limits),
+                    mut reply,
+                }) => {
+                    let outcome = self.execute(program, limits, &mut reply).await;
+                    self.done(reply, outcome);
                 }
-            };
-            shared.stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
-            shared.stats.runs_completed.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(result);
+                Job::CheckModules(Asked { work, reply }) => {
+                    let report = self.request(work).await;
+                    self.done(reply, report);
+                }
+            }
             // Another environment has fewer workers: hand this permit over rather than take this
             // pool's next run (which then waits its turn for a permit like everyone else).
             if self.worker.is_some() && shared.budget.should_give_back(shared.id) {
@@ -232,9 +262,7 @@ impl Slot {
                 tracing::error!(slot = self.index, %error, "worker failed to start");
                 shared.stats.set_start_error(Some(error.to_string()));
                 while let Ok(job) = shared.jobs.try_recv() {
-                    let _ = job
-                        .reply
-                        .send(Err(PoolError::WorkerUnavailable(error.to_string())));
+                    job.fail(PoolError::WorkerUnavailable(error.to_string()));
                 }
                 false
             }
@@ -321,7 +349,9 @@ impl Slot {
                 self.succession = Succession::Serving;
                 Observed::Ready
             }
-            Incoming::Message(other) => Observed::Answer(other),
+            Incoming::Message(FromWorker::Answer(answer)) => Observed::Answer(answer),
+            // Only a worker starting up says it failed to; `WorkerProcess::spawn` reads it.
+            Incoming::Message(FromWorker::StartupFailed { .. }) => Observed::Nothing,
         }
     }
 
@@ -355,75 +385,96 @@ impl Slot {
         false
     }
 
-    async fn check_modules(
-        &mut self,
-        modules: Vec<String>,
-    ) -> Result<Vec<crate::ipc::ModuleCheck>, PoolError> {
-        let unavailable = |cause: String| Err(PoolError::WorkerUnavailable(cause));
+    /// Counts a job done and answers its caller.
+    fn done<R>(&self, reply: Caller<R>, result: Result<R, PoolError>) {
+        let stats = &self.shared.stats;
+        stats.workers_busy.fetch_sub(1, Ordering::Relaxed);
+        stats.runs_completed.fetch_add(1, Ordering::Relaxed);
+        // A caller that went away needs no answer.
+        let _ = reply.send(result);
+    }
+
+    /// Sends a request to a worker that takes it and waits for the reply.
+    async fn request<R: Request>(&mut self, request: R) -> Result<R::Reply, PoolError> {
+        let unavailable = PoolError::WorkerUnavailable;
         if !self.wait_until_serving().await {
-            return unavailable("no worker".into());
+            return Err(unavailable("no worker".into()));
         }
-        let request = ToWorker::CheckModules { modules };
-        let mut untaken = false;
+        let mut exchange = Exchange::new(request);
+        self.send_exchange(&exchange).await.map_err(unavailable)?;
         loop {
-            let Some(worker) = self.worker.as_mut() else {
-                return unavailable("no worker".into());
-            };
-            if !untaken && worker.send(&request).await.is_err() {
-                return unavailable(self.worker_died().await);
+            let incoming = worker_reply(self.worker.as_mut()).await;
+            match self.hear(&mut exchange, incoming).await {
+                Heard::Reply(reply) => return Ok(reply),
+                Heard::Lost(cause) => return Err(unavailable(cause)),
+                Heard::Nothing => {}
             }
-            loop {
-                match worker_reply(self.worker.as_mut()).await {
-                    Ok(incoming) => match self.observe(incoming) {
-                        Observed::Answer(FromWorker::ModulesChecked { modules }) => {
-                            return Ok(modules)
-                        }
-                        Observed::Retired => untaken = true,
-                        Observed::Ready if untaken => break,
-                        Observed::Lost(cause) => return unavailable(cause),
-                        _ => {}
-                    },
-                    Err(_) => return unavailable(self.worker_died().await),
+        }
+    }
+
+    /// Sends the exchange's request; on failure, why the worker is gone.
+    async fn send_exchange<R>(&mut self, exchange: &Exchange<R>) -> Result<(), String> {
+        match self.send(&exchange.message).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.worker_died().await),
+        }
+    }
+
+    /// Follows one message from the worker's side for an exchange: takes its reply, and sends
+    /// the request again to the successor of a worker that retired without reading it. Not
+    /// cancel-safe (it may send); `incoming` is read before, by the cancel-safe
+    /// [`worker_reply`].
+    async fn hear<R: Request>(
+        &mut self,
+        exchange: &mut Exchange<R>,
+        incoming: Result<Incoming, FrameError>,
+    ) -> Heard<R::Reply> {
+        let incoming = match incoming {
+            Ok(incoming) => incoming,
+            Err(_) => return Heard::Lost(self.worker_died().await),
+        };
+        match self.observe(incoming) {
+            Observed::Answer(answer) => R::reply(answer).map_or(Heard::Nothing, Heard::Reply),
+            Observed::Retired => {
+                exchange.untaken = true;
+                Heard::Nothing
+            }
+            Observed::Ready if exchange.untaken => {
+                exchange.untaken = false;
+                tracing::debug!(
+                    slot = self.index,
+                    "the request goes to the retired worker's successor"
+                );
+                match self.send_exchange(exchange).await {
+                    Ok(()) => Heard::Nothing,
+                    Err(cause) => Heard::Lost(cause),
                 }
             }
-            untaken = false; // sent again to the successor
+            Observed::Lost(cause) => Heard::Lost(cause),
+            Observed::Ready | Observed::Nothing => Heard::Nothing,
         }
     }
 
     /// Runs one program under its deadline, the caller's presence and the memory limit.
     async fn execute(
         &mut self,
-        spec: RunSpec,
-        reply: &mut tokio::sync::oneshot::Sender<Result<WorkResult, PoolError>>,
+        program: Box<Program>,
+        limits: Limits,
+        reply: &mut Caller<RunOutcome>,
     ) -> Result<RunOutcome, PoolError> {
         let run_id = super::Pool::next_run_id();
-        let request = RunRequest {
-            run_id,
-            code: spec.code,
-            filename: spec.filename,
-            upstream_json: spec.upstream_json,
-            glyph_id: spec.glyph_id,
-            max_output_bytes: spec.max_output_bytes,
-            python_paths: spec.python_paths,
-            handler: spec.handler,
-            host: spec.host,
-        };
         let started = Instant::now();
         // Time spent waiting for a worker comes off a caller's deadline.
-        let limit = spec.stop_by.map_or(spec.timeout, |at| {
-            spec.timeout.min(at.saturating_duration_since(started))
+        let limit = limits.stop_by.map_or(limits.timeout, |at| {
+            limits.timeout.min(at.saturating_duration_since(started))
         });
         if !self.wait_until_serving().await {
             return Err(PoolError::WorkerUnavailable("no worker".into()));
         }
-        let request = ToWorker::Run(Box::new(request));
-        if self.send(&request).await.is_err() {
-            return Ok(RunOutcome::WorkerDied {
-                cause: self.worker_died().await,
-            });
+        let mut exchange = Exchange::new(Run { run_id, program });
+        if let Err(cause) = self.send_exchange(&exchange).await {
+            return Ok(RunOutcome::WorkerDied { cause });
         }
-        // Sent to a worker that then retired before reading it: its successor gets it.
-        let mut untaken = false;
 
         let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
@@ -440,29 +491,18 @@ impl Slot {
                 }
             };
             tokio::select! {
-                message = worker_reply(self.worker.as_mut()) => match message {
-                    Ok(Incoming::Message(FromWorker::Done(output))) if output.run_id == run_id => {
+                incoming = worker_reply(self.worker.as_mut()) => match self.hear(&mut exchange, incoming).await {
+                    Heard::Reply(output) if output.run_id == run_id => {
                         // What it left running retires the worker with its verdict.
                         return Ok(match interrupted {
                             Some((InterruptReason::Deadline, _)) => RunOutcome::TimedOut {
-                                after: limit, killed: false, stdout: output.stdout, stderr: output.stderr,
+                                after: limit, output: Some(output),
                             },
                             _ => RunOutcome::Finished(output),
                         });
                     }
-                    Ok(incoming) => match self.observe(incoming) {
-                        Observed::Retired => untaken = true,
-                        Observed::Ready if untaken => {
-                            untaken = false;
-                            tracing::debug!(slot = self.index, run_id, "the run goes to the retired worker's successor");
-                            if self.send(&request).await.is_err() {
-                                return Ok(RunOutcome::WorkerDied { cause: self.worker_died().await });
-                            }
-                        }
-                        Observed::Lost(cause) => return Ok(RunOutcome::WorkerDied { cause }),
-                        _ => continue, // a verdict, or an answer to an earlier request
-                    },
-                    Err(_) => return Ok(RunOutcome::WorkerDied { cause: self.worker_died().await }),
+                    Heard::Lost(cause) => return Ok(RunOutcome::WorkerDied { cause }),
+                    _ => continue, // a verdict, or an answer to an earlier request
                 },
                 () = &mut deadline, if interrupted.is_none() => {
                     interrupted = Some((InterruptReason::Deadline, Instant::now()));
@@ -479,13 +519,11 @@ impl Slot {
                         "program did not stop after an interrupt; worker killed");
                     return Ok(match reason {
                         Some(InterruptReason::CallerGone) | None => RunOutcome::WorkerDied { cause: "the caller went away".into() },
-                        Some(InterruptReason::Deadline) => RunOutcome::TimedOut {
-                            after: limit, killed: true, stdout: CapturedStream::default(), stderr: CapturedStream::default(),
-                        },
+                        Some(InterruptReason::Deadline) => RunOutcome::TimedOut { after: limit, output: None },
                     });
                 }
                 _ = memory_check.tick() => {
-                    if let Some(cause) = self.over_limits(spec.memory_limit_bytes, spec.max_processes) {
+                    if let Some(cause) = self.over_limits(limits.memory_limit_bytes, limits.max_processes) {
                         self.kill_worker();
                         return Ok(RunOutcome::WorkerDied { cause });
                     }
@@ -500,10 +538,10 @@ impl Slot {
         }
     }
 
-    async fn send(&mut self, request: &ToWorker) -> Result<(), crate::ipc::FrameError> {
+    async fn send(&mut self, request: &ToWorker) -> Result<(), FrameError> {
         match self.worker.as_mut() {
             Some(worker) => worker.send(request).await,
-            None => Err(crate::ipc::FrameError::Closed),
+            None => Err(FrameError::Closed),
         }
     }
 
@@ -542,11 +580,9 @@ impl Slot {
     }
 }
 
-async fn worker_reply(
-    worker: Option<&mut WorkerProcess>,
-) -> Result<Incoming, crate::ipc::FrameError> {
+async fn worker_reply(worker: Option<&mut WorkerProcess>) -> Result<Incoming, FrameError> {
     match worker {
         Some(worker) => worker.next().await,
-        None => Err(crate::ipc::FrameError::Closed),
+        None => Err(FrameError::Closed),
     }
 }

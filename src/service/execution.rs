@@ -98,16 +98,15 @@ impl Execution {
                     table: answer.table,
                 }
             }
-            RunOutcome::TimedOut {
-                after,
-                killed,
-                stdout,
-                stderr,
-            } => {
-                let how = if killed {
-                    "it did not stop when interrupted, so its worker was killed and replaced"
-                } else {
-                    "it was interrupted"
+            RunOutcome::TimedOut { after, output } => {
+                // A killed worker's output is lost with it.
+                let (how, stdout, stderr) = match output {
+                    Some(output) => ("it was interrupted", output.stdout, output.stderr),
+                    None => (
+                        "it did not stop when interrupted, so its worker was killed and replaced",
+                        CapturedStream::default(),
+                        CapturedStream::default(),
+                    ),
                 };
                 Self {
                     success: false,

@@ -4,11 +4,11 @@
 use serde_json::json;
 
 use super::jobs::{failure, succeeded};
-use super::{parse_upstream, Plugin, Program};
+use super::{parse_upstream, Plugin};
 use crate::catalog::discovery::{self, Version};
 use crate::catalog::{handler_filter, Catalog, Purpose, Refreshed};
 use crate::host::HostLink;
-use crate::ipc::HandlerEntry;
+use crate::ipc::{HandlerEntry, Program};
 use crate::proto::{AttestationFilter, ExecuteJobResponse};
 
 /// Attestations the freshness check reads to find a handler's newest version.
@@ -75,15 +75,12 @@ pub async fn program(
     };
     let upstream_json = parse_upstream(payload, "the job payload")?;
     Ok(Program {
-        code,
-        filename: format!("<handler {key}>"),
         upstream_json,
-        glyph_id: String::new(),
         handler: Some(HandlerEntry {
             key: key.to_owned(),
             function: function.map(str::to_owned),
         }),
-        env: None,
+        ..Program::new(code, format!("<handler {key}>"))
     })
 }
 

@@ -6,9 +6,10 @@ use serde::Deserialize;
 
 use super::deadline::CallDeadline;
 use super::execution::Execution;
-use super::{handler_jobs, upstream_from_value, Plugin, Program};
+use super::{handler_jobs, upstream_from_value, Plugin};
 use crate::catalog::naming::{self, Route};
 use crate::identity::VERSION;
+use crate::ipc::Program;
 use crate::proto::{ExecuteJobRequest, ExecuteJobResponse, JobLogEntry};
 
 /// Lines per stream that become log entries; the rest is summarised in one entry.
@@ -53,7 +54,10 @@ pub async fn execute_job(
         Ok(program) => program,
         Err(error) => return failure(error),
     };
-    match plugin.execute_within(program, timeout, call_deadline).await {
+    match plugin
+        .execute_within(program, None, timeout, call_deadline)
+        .await
+    {
         Ok(execution) => answer(execution),
         Err(error) => failure(error.to_string()),
     }
@@ -75,12 +79,8 @@ fn script_program(request: &ExecuteJobRequest) -> Result<Program, String> {
         })?;
     let upstream_json = upstream_from_value(payload.upstream);
     Ok(Program {
-        code,
-        filename: format!("<job {}>", request.job_id),
         upstream_json,
-        glyph_id: String::new(),
-        handler: None,
-        env: None,
+        ..Program::new(code, format!("<job {}>", request.job_id))
     })
 }
 

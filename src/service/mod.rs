@@ -18,8 +18,8 @@ use crate::catalog::{Catalog, LiveCatalog};
 use crate::config::Settings;
 use crate::environments::{Environments, RouteError};
 use crate::host::HostLink;
-use crate::ipc::{HandlerEntry, HostAccess};
-use crate::pool::{PoolError, RunOutcome, RunSpec};
+use crate::ipc::{HostAccess, Program};
+use crate::pool::{Limits, PoolError, RunOutcome};
 use deadline::CallDeadline;
 use execution::{seconds, Execution};
 
@@ -34,18 +34,6 @@ pub struct Plugin {
     /// `LiveCatalog::refresh`.
     pub catalog: LiveCatalog,
     pub shutdown: CancellationToken,
-}
-
-/// A program and where it came from, before limits are applied.
-pub struct Program {
-    pub code: String,
-    pub filename: String,
-    pub upstream_json: Option<String>,
-    pub glyph_id: String,
-    pub handler: Option<HandlerEntry>,
-    /// The environment the caller asked for (an HTTP body's `env`, a glyph's picker); the
-    /// program's own `# py:<name>` line must agree with it.
-    pub env: Option<String>,
 }
 
 impl Plugin {
@@ -99,15 +87,18 @@ impl Plugin {
     }
 
     /// Runs a program in the environment it is routed to, under the current settings, with
-    /// `timeout` or the configured default. A program that cannot be routed (an unknown name,
-    /// two directives) fails as a run, with the reason; an environment that cannot start is
-    /// unavailable, like a pool without workers.
+    /// `timeout` or the configured default. `env` is the environment the caller asked for (an
+    /// HTTP body's `env`, a glyph's picker); the program's own `# py:<name>` line must agree
+    /// with it. A program that cannot be routed (an unknown name, two directives) fails as a
+    /// run, with the reason; an environment that cannot start is unavailable, like a pool
+    /// without workers.
     pub async fn execute(
         &self,
         program: Program,
+        env: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<Execution, PoolError> {
-        self.execute_within(program, timeout, None).await
+        self.execute_within(program, env, timeout, None).await
     }
 
     /// [`Plugin::execute`] for a caller with a gRPC deadline: the run's limit is `timeout` or
@@ -115,14 +106,12 @@ impl Plugin {
     /// and the caller is answered by the deadline whatever the run is doing (see deadline.rs).
     pub async fn execute_within(
         &self,
-        program: Program,
+        mut program: Program,
+        env: Option<&str>,
         timeout: Option<Duration>,
         deadline: Option<CallDeadline>,
     ) -> Result<Execution, PoolError> {
-        let environment = match self
-            .environments
-            .route(&program.code, program.env.as_deref())
-        {
+        let environment = match self.environments.route(&program.code, env) {
             Ok(environment) => environment,
             Err(RouteError::Refused(reason)) => return Err(PoolError::WorkerUnavailable(reason)),
             Err(error) => return Ok(Execution::failed(error.to_string())),
@@ -134,22 +123,17 @@ impl Plugin {
             (None, Some((deadline, left))) => (left, Some(deadline)),
             (None, None) => (settings.timeout, None),
         };
-        let spec = RunSpec {
-            code: program.code,
-            filename: program.filename,
-            upstream_json: program.upstream_json,
-            glyph_id: program.glyph_id,
-            max_output_bytes: settings.max_output_bytes,
+        program.python_paths = settings.python_paths.clone();
+        program.max_output_bytes = settings.max_output_bytes;
+        program.host = self.host_access();
+        let limits = Limits {
             timeout: limit,
             stop_by: deadline.map(|d| d.stop_by()),
             memory_limit_bytes: settings.memory_limit_bytes,
             max_processes: settings.max_processes,
-            python_paths: settings.python_paths.clone(),
-            handler: program.handler,
-            host: self.host_access(),
         };
         let started = Instant::now();
-        let run = environment.pool.run(spec);
+        let run = environment.pool.run(program, limits);
         let outcome = match deadline {
             None => run.await?,
             // Dropping the run cancels it: a queued one never starts, a running one is stopped.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::deadline::CallDeadline;
-use super::{parse_upstream, Plugin, Program};
+use super::{parse_upstream, Plugin};
+use crate::ipc::Program;
 use crate::proto::python_service_server::PythonService;
 use crate::proto::{PythonExecuteRequest, PythonExecuteResponse};
 
@@ -35,14 +36,14 @@ impl PythonService for PythonApi {
         let upstream_json = parse_upstream(&request.upstream_attestation, "upstream_attestation")
             .map_err(Status::invalid_argument)?;
         let program = Program {
-            code: request.code,
-            filename: "<execute>".into(),
             upstream_json,
             glyph_id: request.glyph_id,
-            handler: None,
-            env: None,
+            ..Program::new(request.code, "<execute>")
         };
-        let execution = self.plugin.execute_within(program, None, deadline).await?;
+        let execution = self
+            .plugin
+            .execute_within(program, None, None, deadline)
+            .await?;
         Ok(Response::new(PythonExecuteResponse {
             success: execution.success,
             output: execution.stdout.clone(),

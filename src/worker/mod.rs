@@ -29,7 +29,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::ipc::{self, FromWorker, RunOutput, ToWorker};
+use crate::ipc::{self, CheckModules, Declare, FromWorker, Request, Run, ToWorker};
 use crate::platform::{self, ProcessState};
 use capture::StreamCapture;
 use interrupt::Interrupter;
@@ -182,31 +182,23 @@ fn serve(
             Err(ipc::FrameError::Closed) => return Ok(()),
             Err(error) => return Err(error.into()),
         };
-        let reply = match task {
-            ToWorker::Run(request) => {
-                stdout.begin(request.max_output_bytes);
-                stderr.begin(request.max_output_bytes);
-                let ran = runtime.run(&request, &interrupter);
-                FromWorker::Done(RunOutput {
-                    run_id: request.run_id,
-                    status: ran.status,
-                    stdout: stdout.finish(),
-                    stderr: stderr.finish(),
-                    result_json: ran.result_json,
-                    error: ran.error,
-                    leftovers: still_running(runtime, ran.leftover_threads),
-                })
+        let answer = match task {
+            ToWorker::Run(run) => {
+                stdout.begin(run.program.max_output_bytes);
+                stderr.begin(run.program.max_output_bytes);
+                let mut output = runtime.run(&run, &interrupter);
+                output.stdout = stdout.finish();
+                output.stderr = stderr.finish();
+                Run::answer(output)
             }
-            ToWorker::CheckModules { modules } => FromWorker::ModulesChecked {
-                modules: runtime.check_modules(&modules),
-            },
-            ToWorker::Declare { scripts } => FromWorker::Declared {
-                results: runtime.declare(&scripts),
-            },
+            ToWorker::CheckModules(check) => {
+                CheckModules::answer(runtime.check_modules(&check.modules))
+            }
+            ToWorker::Declare(declare) => Declare::answer(runtime.declare(&declare.scripts)),
             // Interrupts come on their own socket; one sent here would be for a finished run.
             ToWorker::Interrupt { .. } => continue,
         };
-        ipc::write_blocking(&mut work, &reply)?;
+        ipc::write_blocking(&mut work, &FromWorker::Answer(answer))?;
         // After the answer, so the caller never waits for the check.
         let verdict = verdict(runtime, baseline, &process);
         ipc::write_blocking(&mut work, &verdict)?;
@@ -214,23 +206,6 @@ fn serve(
             return Ok(());
         }
     }
-}
-
-/// Threads and processes a run left running, named for its answer (two cheap checks, so the
-/// caller learns about them with the result). Threads are those in the interpreter's list, so
-/// one started past `threading` (with `_thread`) counts too.
-fn still_running(runtime: &Runtime, named: Vec<String>) -> Vec<String> {
-    let mut leftovers: Vec<String> = named.iter().map(|t| format!("thread '{t}'")).collect();
-    let unnamed = runtime.python_threads().saturating_sub(1 + named.len());
-    if unnamed > 0 {
-        leftovers.push(format!("{unnamed} thread(s) started outside `threading`"));
-    }
-    leftovers.extend(
-        platform::running_children()
-            .into_iter()
-            .map(|pid| format!("process {pid}")),
-    );
-    leftovers
 }
 
 fn process_state() -> ProcessState {

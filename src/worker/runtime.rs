@@ -6,7 +6,8 @@ use pyo3::types::PyModule;
 use super::host_bridge;
 use super::interrupt::Interrupter;
 use super::residue::PythonBaseline;
-use crate::ipc::{ModuleCheck, RunRequest, RunStatus, Script};
+use crate::ipc::{ModuleCheck, Program, Run, RunOutput, RunStatus, Script};
+use crate::platform;
 
 /// The plugin's own Python modules, in import order (each may import the ones before it).
 const MODULES: &[(&str, &str)] = &[
@@ -16,15 +17,6 @@ const MODULES: &[(&str, &str)] = &[
     ("qntx_rich", include_str!("python/qntx_rich.py")),
     ("qntx_runtime", include_str!("python/qntx_runtime.py")),
 ];
-
-/// How a program ended, as Python saw it.
-pub struct Ran {
-    pub status: RunStatus,
-    pub result_json: String,
-    pub error: Option<String>,
-    /// Names of threads the program started (through `threading`) that are still running.
-    pub leftover_threads: Vec<String>,
-}
 
 pub struct Runtime {
     runtime: Py<PyModule>,
@@ -103,22 +95,24 @@ impl Runtime {
         &self.python_version
     }
 
-    /// Runs one program.
-    pub fn run(&self, request: &RunRequest, interrupter: &Interrupter) -> Ran {
-        host_bridge::set_access(request.host.clone());
-        let (handler_key, entry_function) = match &request.handler {
+    /// Runs one program. Its output streams are captured at the file-descriptor level, by the
+    /// caller: they are left empty here.
+    pub fn run(&self, run: &Run, interrupter: &Interrupter) -> RunOutput {
+        let program = &run.program;
+        host_bridge::set_access(program.host.clone());
+        let (handler_key, entry_function) = match &program.handler {
             Some(entry) => (Some(entry.key.as_str()), entry.function.as_deref()),
             None => (None, None),
         };
-        Python::attach(|py| {
-            interrupter.begin_run(request.run_id);
+        let (status, result_json, error, leftover_threads) = Python::attach(|py| {
+            interrupter.begin_run(run.run_id);
             let outcome = self.runtime.bind(py).getattr("run").and_then(|run| {
                 run.call1((
-                    &request.code,
-                    &request.filename,
-                    request.upstream_json.as_deref(),
-                    &request.glyph_id,
-                    request.python_paths.clone(),
+                    &program.code,
+                    &program.filename,
+                    program.upstream_json.as_deref(),
+                    &program.glyph_id,
+                    program.python_paths.clone(),
                     handler_key,
                     entry_function,
                 ))?
@@ -128,27 +122,47 @@ impl Runtime {
             // C stdio buffers belong to this run's output too.
             // SAFETY: fflush(NULL) flushes every open C stream.
             unsafe { libc::fflush(std::ptr::null_mut()) };
-            let failed = |error: String| Ran {
-                status: RunStatus::Error,
-                result_json: "null".into(),
-                error: Some(error),
-                leftover_threads: Vec::new(),
-            };
+            let failed = |status, error| (status, "null".to_owned(), Some(error), Vec::new());
             match outcome {
-                Ok((status, result_json, error, leftover_threads)) => Ran {
-                    status: parse_status(&status),
-                    result_json,
-                    error,
-                    leftover_threads,
-                },
+                Ok((status, result_json, error, threads)) => {
+                    (parse_status(&status), result_json, error, threads)
+                }
                 // Only an interrupt landing inside the runtime's own bookkeeping gets here.
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => Ran {
-                    status: RunStatus::Interrupted,
-                    ..failed("KeyboardInterrupt\n".into())
-                },
-                Err(e) => failed(format!("internal error in the worker: {}", describe(py, e))),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
+                    failed(RunStatus::Interrupted, "KeyboardInterrupt\n".into())
+                }
+                Err(e) => failed(
+                    RunStatus::Error,
+                    format!("internal error in the worker: {}", describe(py, e)),
+                ),
             }
-        })
+        });
+        RunOutput {
+            run_id: run.run_id,
+            status,
+            stdout: Default::default(),
+            stderr: Default::default(),
+            result_json,
+            error,
+            leftovers: self.still_running(leftover_threads),
+        }
+    }
+
+    /// Threads and processes a run left running, named for its answer (two cheap checks, so
+    /// the caller learns about them with the result). Threads are those in the interpreter's
+    /// list, so one started past `threading` (with `_thread`) counts too.
+    fn still_running(&self, named: Vec<String>) -> Vec<String> {
+        let mut leftovers: Vec<String> = named.iter().map(|t| format!("thread '{t}'")).collect();
+        let unnamed = self.python_threads().saturating_sub(1 + named.len());
+        if unnamed > 0 {
+            leftovers.push(format!("{unnamed} thread(s) started outside `threading`"));
+        }
+        leftovers.extend(
+            platform::running_children()
+                .into_iter()
+                .map(|pid| format!("process {pid}")),
+        );
+        leftovers
     }
 
     /// What the residue check watches, collected once in the template (see residue.rs).
@@ -172,19 +186,11 @@ impl Runtime {
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-        let warm_up = RunRequest {
+        let warm_up = Run {
             run_id: 0,
-            code: "_ = 1 + 1\n_".into(),
-            filename: "<warm-up>".into(),
-            upstream_json: None,
-            glyph_id: String::new(),
-            max_output_bytes: 0,
-            python_paths: Vec::new(),
-            handler: None,
-            host: None,
+            program: Box::new(Program::new("_ = 1 + 1\n_".into(), "<warm-up>")),
         };
-        let ran = self.run(&warm_up, interrupter);
-        if let Some(error) = ran.error {
+        if let Some(error) = self.run(&warm_up, interrupter).error {
             return Err(format!("the warm-up run failed: {error}"));
         }
         Python::attach(|py| baseline.restamp(py))

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use super::environments::{self, Status};
 use super::{parse_body, parse_object, query_param, Reply};
-use crate::service::{Plugin, Program};
+use crate::ipc::Program;
+use crate::service::Plugin;
 
 /// `GET /modules` without a list checks these (the existing plugin's declared default).
 const DEFAULT_MODULES: &[&str] = &["numpy", "pandas", "scipy", "matplotlib"];
@@ -50,15 +51,11 @@ async fn import_modules(
     modules: &[String],
 ) -> Result<Vec<Checked>, Reply> {
     let program = Program {
-        code: CHECK_PROGRAM.into(),
-        filename: "<module check>".into(),
         upstream_json: Some(json!(modules).to_string()),
-        glyph_id: String::new(),
-        handler: None,
-        env: Some(env.name.clone()),
+        ..Program::new(CHECK_PROGRAM.into(), "<module check>")
     };
     let execution = plugin
-        .execute(program, None)
+        .execute(program, Some(&env.name), None)
         .await
         .map_err(|e| Reply::error(503, e.to_string()))?;
     if !execution.success {

@@ -7,9 +7,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{parse_object, Reply};
+use crate::ipc::Program;
 use crate::service::deadline::CallDeadline;
 use crate::service::execution::Execution;
-use crate::service::{upstream_from_value, Plugin, Program};
+use crate::service::{upstream_from_value, Plugin};
 
 /// A file given to `/execute-file` larger than this is refused rather than read.
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -67,14 +68,11 @@ pub async fn execute(plugin: &Plugin, body: &[u8], deadline: Option<CallDeadline
         Err(reply) => return reply,
     };
     let program = Program {
-        code,
-        filename: "<execute>".into(),
         upstream_json: upstream_from_value(body.upstream_attestation),
         glyph_id: body.glyph_id,
-        handler: None,
-        env: chosen(body.env),
+        ..Program::new(code, "<execute>")
     };
-    run(plugin, program, timeout, deadline).await
+    run(plugin, program, body.env, timeout, deadline).await
 }
 
 pub async fn evaluate(plugin: &Plugin, body: &[u8], deadline: Option<CallDeadline>) -> Reply {
@@ -87,15 +85,8 @@ pub async fn evaluate(plugin: &Plugin, body: &[u8], deadline: Option<CallDeadlin
         Err(reply) => return reply,
     };
     // A lone expression is the run's value, as in a notebook cell.
-    let program = Program {
-        code: expr,
-        filename: "<evaluate>".into(),
-        upstream_json: None,
-        glyph_id: String::new(),
-        handler: None,
-        env: chosen(env),
-    };
-    run(plugin, program, None, deadline).await
+    let program = Program::new(expr, "<evaluate>");
+    run(plugin, program, env, None, deadline).await
 }
 
 /// Runs a file on the plugin's machine as it is. This gives a caller nothing `/execute` does
@@ -118,15 +109,8 @@ pub async fn execute_file(plugin: &Plugin, body: &[u8], deadline: Option<CallDea
         // An unreadable file is a failed run (protocol.md §7.2), not a broken request.
         Err(reason) => return answer(&Execution::failed(reason)),
     };
-    let program = Program {
-        code,
-        filename: path,
-        upstream_json: None,
-        glyph_id: String::new(),
-        handler: None,
-        env: chosen(body.env),
-    };
-    run(plugin, program, timeout, deadline).await
+    let program = Program::new(code, path);
+    run(plugin, program, body.env, timeout, deadline).await
 }
 
 async fn read_program(path: &str) -> Result<String, String> {
@@ -151,10 +135,15 @@ async fn read_program(path: &str) -> Result<String, String> {
 async fn run(
     plugin: &Plugin,
     program: Program,
+    env: Option<String>,
     timeout: Option<Duration>,
     deadline: Option<CallDeadline>,
 ) -> Reply {
-    match plugin.execute_within(program, timeout, deadline).await {
+    let env = chosen(env);
+    match plugin
+        .execute_within(program, env.as_deref(), timeout, deadline)
+        .await
+    {
         Ok(execution) => answer(&execution),
         Err(e) => Reply::error(503, e.to_string()),
     }
