@@ -20,6 +20,9 @@ struct Buffer {
     kept: Vec<u8>,
     dropped: u64,
     limit: usize,
+    /// Where reads land before `push`, allocated once: zeroing a fresh 64 KiB array on every
+    /// drain (four per run) cost more than the reads themselves.
+    scratch: Vec<u8>,
 }
 
 impl Buffer {
@@ -45,24 +48,28 @@ fn lock(buffer: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
     buffer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Reads everything currently in the (non-blocking) pipe into the buffer.
 /// Moves what the pipe holds into the buffer, at most `budget` bytes: a writer that never
 /// pauses (a thread a program left running) must not keep this loop, and the lock, forever.
 fn drain(pipe: &File, buffer: &mut Buffer, budget: usize) {
-    let mut chunk = [0u8; 64 * 1024];
+    if budget == 0 {
+        return;
+    }
+    let mut chunk = std::mem::take(&mut buffer.scratch);
+    chunk.resize(64 * 1024, 0);
     let mut left = budget;
     while left > 0 {
         let want = left.min(chunk.len());
         match (&*pipe).read(&mut chunk[..want]) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(n) => {
                 buffer.push(&chunk[..n]);
                 left -= n;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return, // WouldBlock: empty for now
+            Err(_) => break, // WouldBlock: empty for now
         }
     }
+    buffer.scratch = chunk;
 }
 
 /// Bytes waiting in the pipe right now.
@@ -124,11 +131,9 @@ impl StreamCapture {
         unsafe { libc::dup2(self.write_end.as_raw_fd(), self.target_fd) };
         let mut buffer = lock(&self.buffer);
         drain(&self.pipe, &mut buffer, pending(&self.pipe));
-        *buffer = Buffer {
-            kept: Vec::new(),
-            dropped: 0,
-            limit,
-        };
+        buffer.kept.clear();
+        buffer.dropped = 0;
+        buffer.limit = limit;
     }
 
     /// Ends a run: everything written so far (the caller has flushed its own buffers).
