@@ -165,6 +165,36 @@ impl Job {
     }
 }
 
+/// The slots waiting for a run, in the order they became idle. A queued run wakes the latest:
+/// its worker is the warmest (caches, and the pages it touched), and when runs come one after
+/// another the same worker takes each, instead of each worker in turn. Turn by turn, a worker
+/// finishing one run's residue check (worker/residue.rs) and another starting the next run
+/// competed for the cores with the supervisor and the caller.
+#[derive(Default)]
+pub(crate) struct IdleSlots(std::sync::Mutex<Vec<(usize, Arc<tokio::sync::Notify>)>>);
+
+impl IdleSlots {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Arc<tokio::sync::Notify>)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn push(&self, slot: usize, wakeup: Arc<tokio::sync::Notify>) {
+        self.slots().push((slot, wakeup));
+    }
+
+    pub(crate) fn remove(&self, slot: usize) {
+        self.slots().retain(|(index, _)| *index != slot);
+    }
+
+    /// Wakes the slot that became idle last. Its wake-up is kept if it is not waiting yet, and
+    /// a slot that finds the run gone (another took it) just waits again.
+    pub(crate) fn wake_latest(&self) {
+        if let Some((_, wakeup)) = self.slots().last() {
+            wakeup.notify_one();
+        }
+    }
+}
+
 /// What a pool's slots share.
 pub(crate) struct Shared {
     id: PoolId,
@@ -172,6 +202,7 @@ pub(crate) struct Shared {
     stats: Arc<PoolStats>,
     budget: Arc<Budget>,
     jobs: async_channel::Receiver<Job>,
+    idle_slots: IdleSlots,
     shutdown: CancellationToken,
     /// Slot tasks alive, slots idle with a worker, and slots waiting for a permit.
     slots: AtomicUsize,
@@ -227,6 +258,7 @@ impl Pool {
                 stats: Arc::new(PoolStats::default()),
                 budget,
                 jobs,
+                idle_slots: IdleSlots::default(),
                 shutdown: CancellationToken::new(),
                 slots: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
@@ -276,6 +308,7 @@ impl Pool {
                 },
                 async_channel::TrySendError::Closed(_) => PoolError::ShuttingDown,
             })?;
+        self.shared.idle_slots.wake_latest();
         self.shared.add_slot_if_needed();
         // Dropping this future (the caller went away) drops `answer`; the slot notices through
         // `reply.closed()` and cancels the run.

@@ -22,6 +22,8 @@ pub(super) struct Slot {
     permit: Option<Permit>,
     /// Where the worker is in its life, as far as the slot has heard.
     succession: Succession,
+    /// Woken when a run is queued while this slot is the latest idle one.
+    wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// A worker's life as its slot follows it. After each answer a worker sends its verdict and
@@ -103,6 +105,7 @@ impl Slot {
             worker: None,
             permit: None,
             succession: Succession::Serving,
+            wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -169,14 +172,18 @@ impl Slot {
         let grace = tokio::time::sleep(IDLE_GRACE);
         tokio::pin!(idle_over, grace);
         let mut in_grace = true;
+        shared.idle_slots.push(self.index, Arc::clone(&self.wakeup));
         let wake = loop {
+            match shared.jobs.try_recv() {
+                Ok(job) => break Wake::Job(job),
+                Err(async_channel::TryRecvError::Closed) => break Wake::Stop,
+                Err(async_channel::TryRecvError::Empty) => {}
+            }
             tokio::select! {
                 biased;
                 () = shared.shutdown.cancelled() => break Wake::Stop,
-                job = shared.jobs.recv() => break match job {
-                    Ok(job) => Wake::Job(job),
-                    Err(_) => Wake::Stop,
-                },
+                // A run was queued for this slot (see `IdleSlots`): look again.
+                () = self.wakeup.notified() => continue,
                 () = ticket.give_back.cancelled() => break Wake::GiveBack,
                 () = &mut idle_over => break Wake::GiveBack,
                 // The last request's verdict, and a successor when the worker retires.
@@ -201,9 +208,14 @@ impl Slot {
             }
         };
         drop(ticket);
+        shared.idle_slots.remove(self.index);
         shared.idle.fetch_sub(1, Ordering::SeqCst);
         if matches!(wake, Wake::Job(_)) {
-            // A run queued just behind the one taken may have counted this slot as idle.
+            // A run queued just behind the one taken may have counted this slot as idle: it
+            // goes to the next idle slot, or gets a new one.
+            if !shared.jobs.is_empty() {
+                shared.idle_slots.wake_latest();
+            }
             shared.add_slot_if_needed();
         }
         wake
