@@ -180,11 +180,10 @@ pub enum FromWorker {
     /// A worker is ready for requests: the first after start-up, and each successor forked
     /// after a worker ended.
     Ready { python_version: String, pid: i32 },
-    /// After every answer: the request left nothing a later one could see, and this worker
-    /// takes the next request.
-    Reusable,
     /// After an answer: the request left `residue` behind (the first few things found), so this
-    /// worker exits and a fresh one forked from the template takes the next request.
+    /// worker exits and a fresh one forked from the template takes the next request. A worker
+    /// whose request left nothing says nothing and reads the next request: a message after
+    /// every clean run cost the supervisor a wake-up just while it carried the answer out.
     Retiring {
         residue: Vec<String>,
         /// Something still runs (a thread or process it started), not just state it left.

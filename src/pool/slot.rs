@@ -26,9 +26,10 @@ pub(super) struct Slot {
     wakeup: Arc<tokio::sync::Notify>,
 }
 
-/// A worker's life as its slot follows it. After each answer a worker sends its verdict and
-/// only then reads the next request, so the slot does not wait for the verdict: it reads it
-/// when idle, or while the next request waits in the socket.
+/// A worker's life as its slot follows it. After each answer a worker checks what the request
+/// left and only then reads the next one, retiring (it says so) instead when something was
+/// left. The slot does not wait for that: a request it sends meanwhile waits in the socket, and
+/// goes to the successor if the worker retires (see `execute`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Succession {
     /// Takes the next request sent.
@@ -328,7 +329,6 @@ impl Slot {
     /// Follows the worker's life through one message (see [`Succession`]).
     fn observe(&mut self, incoming: Incoming) -> Observed {
         match incoming {
-            Incoming::Message(FromWorker::Reusable) => Observed::Nothing,
             Incoming::Message(FromWorker::Retiring { residue, running }) => {
                 tracing::debug!(
                     slot = self.index,

@@ -3,11 +3,11 @@
 //! The supervisor starts one process per worker slot, the **template** (`template.rs`): it
 //! loads Python and the environment's preloaded modules once and then only forks. What it forks
 //! waits as a **standby** (its Python warmed up and its [`PythonBaseline`] taken) until woken as
-//! the **worker**, which serves requests on the work socket and answers each with its result
-//! followed by a verdict: `Reusable` when the request left nothing behind that a later one could
-//! see, else `Retiring` with what it left (`residue.rs`, `platform::ProcessState`), after which
-//! it exits and the standby takes over. So every run sees the interpreter as a fresh worker has
-//! it, and a run that changes nothing costs no fork.
+//! the **worker**, which serves requests on the work socket. After each answer it checks
+//! whether the request left anything behind that a later one could see (`residue.rs`,
+//! `platform::ProcessState`): if so it says `Retiring` with what it left and exits, and the
+//! standby takes over; if not it reads the next request. So every run sees the interpreter as a
+//! fresh worker has it, and a run that changes nothing costs no fork.
 //!
 //! A worker reads work on its main thread (no thread hop on the way to Python); a small thread
 //! reads interrupts from the second socket, since the main thread is busy in Python exactly when
@@ -200,9 +200,8 @@ fn serve(
         };
         ipc::write_blocking(&mut work, &FromWorker::Answer(answer))?;
         // After the answer, so the caller never waits for the check.
-        let verdict = verdict(runtime, baseline, &process);
-        ipc::write_blocking(&mut work, &verdict)?;
-        if matches!(verdict, FromWorker::Retiring { .. }) {
+        if let Some(retiring) = verdict(runtime, baseline, &process) {
+            ipc::write_blocking(&mut work, &retiring)?;
             return Ok(());
         }
     }
@@ -224,9 +223,13 @@ fn process_changes(fresh: &ProcessState) -> Vec<String> {
     fresh.changes_since(&process_state())
 }
 
-/// Whether this worker may take another request: nothing the last one did may be visible to
-/// the next.
-fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState) -> FromWorker {
+/// Whether this worker may take another request (None) or must retire (`Retiring`): nothing
+/// the last one did may be visible to the next.
+fn verdict(
+    runtime: &Runtime,
+    baseline: &PythonBaseline,
+    process: &ProcessState,
+) -> Option<FromWorker> {
     let children = platform::running_children();
     let running = !children.is_empty() || runtime.python_threads() > 1;
     let mut residue: Vec<String> = children
@@ -236,11 +239,7 @@ fn verdict(runtime: &Runtime, baseline: &PythonBaseline, process: &ProcessState)
         .collect();
     residue.extend(process_changes(process));
     residue.extend(runtime.residue(baseline));
-    if residue.is_empty() {
-        FromWorker::Reusable
-    } else {
-        FromWorker::Retiring { residue, running }
-    }
+    (!residue.is_empty()).then_some(FromWorker::Retiring { residue, running })
 }
 
 /// The three sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`
