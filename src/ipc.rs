@@ -298,12 +298,12 @@ pub fn write_blocking<T: Serialize>(
 /// The length of the whole frames at the front of `buffer` (what follows is a partial one).
 pub fn whole_frames_len(buffer: &[u8]) -> usize {
     let mut at = 0;
-    while let Some(header) = buffer.get(at..at + 4) {
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if buffer.len() < at + 4 + len {
-            break;
+    while let Some(&header) = buffer[at..].first_chunk::<4>() {
+        // An absurd length is a half-written frame's garbage, like a short one.
+        match check_length(header) {
+            Ok(len) if buffer.len() >= at + 4 + len => at += 4 + len,
+            _ => break,
         }
-        at += 4 + len;
     }
     at
 }

@@ -224,6 +224,17 @@ impl CState {
 }
 
 /// Interpreter-wide settings: read all at once (one call, a tuple in `labels` order).
+impl<T> Watched<T> {
+    /// Watched from now on; its stamp comes with the next `restamp`.
+    fn unstamped((label, object): (String, Bound<'_, T>)) -> Self {
+        Self {
+            label,
+            object: object.unbind(),
+            stamp: 0,
+        }
+    }
+}
+
 struct Settings {
     labels: Vec<String>,
     read: Py<PyAny>,
@@ -269,45 +280,24 @@ impl PythonBaseline {
     pub fn watch(py: Python<'_>, runtime: &Bound<'_, PyModule>) -> PyResult<Self> {
         let (namespaces, classes, containers, (labels, read), c_states): WatchList =
             runtime.getattr("residue_watch")?.call0()?.extract()?;
+        // Stamped by `restamp` below, which every fork repeats for itself.
         let c_states = c_states
             .into_iter()
-            .map(|(label, object, offset, len)| {
-                let mut state = CState {
-                    label,
-                    object: object.unbind(),
-                    offset,
-                    len,
-                    stamp: 0,
-                };
-                state.stamp = state.hash();
-                state
-            })
-            .collect();
-        let namespaces = namespaces
-            .into_iter()
-            .map(|(label, dict)| Watched {
+            .map(|(label, object, offset, len)| CState {
                 label,
-                stamp: dict_version(dict.as_ptr()),
-                object: dict.unbind(),
+                object: object.unbind(),
+                offset,
+                len,
+                stamp: 0,
             })
             .collect();
+        let namespaces = namespaces.into_iter().map(Watched::unstamped).collect();
         let classes = classes
             .into_iter()
             .filter(|(_, class)| !class_dict(class).is_null())
-            .map(|(label, class)| Watched {
-                label,
-                stamp: dict_version(class_dict(&class)),
-                object: class.unbind(),
-            })
+            .map(Watched::unstamped)
             .collect();
-        let containers = containers
-            .into_iter()
-            .map(|(label, container)| Watched {
-                label,
-                stamp: items_fingerprint(&container),
-                object: container.unbind(),
-            })
-            .collect();
+        let containers = containers.into_iter().map(Watched::unstamped).collect();
         let read = read.unbind();
         let modules = py
             .import("sys")?

@@ -44,8 +44,8 @@ struct Template<'a> {
     runtime: &'a Runtime,
     channels: Channels,
     child_events: OwnedFd,
-    /// Kept only so the handler's descriptor stays open.
-    _child_events_writer: OwnedFd,
+    /// The write end the SIGCHLD handler uses (it reaches it through `CHILD_EVENTS`).
+    child_events_writer: OwnedFd,
     worker: Option<i32>,
     standby: Option<Standby>,
     /// What the residue check watches, listed once here; each fork restamps its own copy.
@@ -73,7 +73,7 @@ pub fn serve(runtime: &Runtime, channels: Channels) -> Result<(), WorkerError> {
         runtime,
         channels,
         child_events,
-        _child_events_writer: writer,
+        child_events_writer: writer,
         worker: None,
         standby: None,
         baseline: Some(runtime.watch().map_err(WorkerError::Python)?),
@@ -237,7 +237,7 @@ impl Template<'_> {
         let template_only = [
             self.channels.control.as_raw_fd(),
             self.child_events.as_raw_fd(),
-            self._child_events_writer.as_raw_fd(),
+            self.child_events_writer.as_raw_fd(),
             wake_write.as_raw_fd(),
         ];
         match fork()? {
