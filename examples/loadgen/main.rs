@@ -67,6 +67,10 @@ struct Args {
     /// Skip the environments phase (routing cost, cold start, budget sharing).
     #[arg(long)]
     no_environments: bool,
+    /// Only Metadata then Execute, and their ratios: a short loop to profile the run path
+    /// under `perf` or `strace` without the other phases in the samples.
+    #[arg(long)]
+    latency_only: bool,
 }
 
 /// A launched plugin: its own copy of the binary in a temporary directory, as the host installs it.
@@ -454,6 +458,36 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// Metadata, Execute and the ratios of the two measured in the same run (issue 12's targets).
+fn latency_rows(meta: Samples, exec: Samples) -> Vec<Row> {
+    let exec_rate = exec.calls.len() as f64 / exec.wall.as_secs_f64();
+    let (meta_p50, meta_p99) = percentiles(meta.calls);
+    let (exec_p50, exec_p99) = percentiles(exec.calls);
+    vec![
+        row(
+            "metadata_p50_ms",
+            "Metadata p50 (transport floor)",
+            meta_p50,
+        ),
+        row("metadata_p99_ms", "Metadata p99", meta_p99),
+        row("execute_p50_ms", "Execute `x = 1 + 1` p50", exec_p50),
+        row("execute_p99_ms", "Execute `x = 1 + 1` p99", exec_p99),
+        row("execute_per_s", "Execute `x = 1 + 1` sequential", exec_rate),
+        row(
+            "execute_over_metadata_x",
+            "Execute p50 / Metadata p50",
+            exec_p50 / meta_p50,
+        )
+        .target("<= 1.2x", |v| v <= 1.2),
+        row(
+            "execute_over_metadata_p99_x",
+            "Execute p99 / Metadata p99",
+            exec_p99 / meta_p99,
+        )
+        .target("<= 2x", |v| v <= 2.0),
+    ]
+}
+
 async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     let binary = &args.spawn;
     let launched = match &args.address {
@@ -498,6 +532,9 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     sequential(args.calls, &mut meta, &mut metadata).await?;
     sequential(warm_up, &mut Samples::default(), &mut trivial).await?;
     sequential(args.calls, &mut exec, &mut trivial).await?;
+    if args.latency_only {
+        return Ok(latency_rows(meta, exec));
+    }
     sequential(warm_up, &mut Samples::default(), &mut health_idle).await?;
     sequential((args.calls / 10).max(50), &mut idle, &mut health_idle).await?;
     // A run that leaves state behind: its worker retires after answering and a fresh fork
@@ -515,17 +552,15 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     )
     .await?;
     sequential(dirty_calls, &mut dirty, &mut leaves_state).await?;
-    let exec_rate = exec.calls.len() as f64 / exec.wall.as_secs_f64();
     let dirty_rate = dirty.calls.len() as f64 / dirty.wall.as_secs_f64();
     let (dirty_p50, dirty_p99) = percentiles(dirty.calls);
-    let (meta_p50, meta_p99) = percentiles(meta.calls);
-    let (exec_p50, exec_p99) = percentiles(exec.calls);
+    let meta_p50_p99 = percentiles(meta.calls.clone());
     let (idle_p50, idle_p99) = percentiles(idle.calls);
     eprintln!(
         "loadgen: ExecuteJob and HTTP /execute of {TRIVIAL:?}, {} calls each",
         args.calls
     );
-    let door_rows = doors::measure(&domain, args.calls, warm_up, (meta_p50, meta_p99)).await?;
+    let door_rows = doors::measure(&domain, args.calls, warm_up, meta_p50_p99).await?;
 
     let duration = Duration::from_secs_f64(args.duration);
     eprintln!("loadgen: {CPU_BOUND:?} with 1 client, then 4, {duration:?} each");
@@ -565,29 +600,9 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     }
 
     let found = spawned.then_some(worker_rss.len() as f64);
-    let ratio = exec_p50 / meta_p50;
     let scaling = four / one;
-    let mut rows = vec![
-        row(
-            "metadata_p50_ms",
-            "Metadata p50 (transport floor)",
-            meta_p50,
-        ),
-        row("metadata_p99_ms", "Metadata p99", meta_p99),
-        row("execute_p50_ms", "Execute `x = 1 + 1` p50", exec_p50),
-        row("execute_p99_ms", "Execute `x = 1 + 1` p99", exec_p99),
-        row("execute_per_s", "Execute `x = 1 + 1` sequential", exec_rate),
-        row(
-            "execute_over_metadata_x",
-            "Execute p50 / Metadata p50",
-            ratio,
-        )
-        .target("<= 2x", |v| v <= 2.0),
-        row(
-            "execute_over_metadata_p99_x",
-            "Execute p99 / Metadata p99",
-            exec_p99 / meta_p99,
-        ),
+    let mut rows = latency_rows(meta, exec);
+    rows.extend([
         row(
             "execute_leaves_state_p50_ms",
             "Execute, run leaves state, p50",
@@ -603,7 +618,7 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
             "Execute, run leaves state, sequential",
             dirty_rate,
         ),
-    ];
+    ]);
     rows.extend(door_rows);
     rows.extend([
         row("cpu_1_client_per_s", "sum(range(200000)), 1 client", one),

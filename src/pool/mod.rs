@@ -6,6 +6,7 @@
 mod budget;
 mod process;
 mod slot;
+mod work_socket;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};

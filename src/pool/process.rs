@@ -10,12 +10,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use crate::ipc::{self, FrameError, FromTemplate, FromWorker, ToTemplate, ToWorker};
 use crate::platform::{self, ProcessTree};
+
+use super::work_socket::WorkSocket;
 
 /// Smallest read from a worker's socket.
 const READ_CHUNK: usize = 64 * 1024;
@@ -43,10 +44,9 @@ pub struct WorkerProcess {
     template: ProcessTree,
     /// The current worker and what its programs started: what a run's limits measure and kill.
     worker: ProcessTree,
-    reader: OwnedReadHalf,
+    work: WorkSocket,
     /// Bytes read from the worker that do not yet make a whole frame.
     received: Vec<u8>,
-    writer: OwnedWriteHalf,
     /// Interrupts travel apart from work: the worker's main thread is busy when they arrive.
     interrupts: UnixStream,
     control: UnixStream,
@@ -129,14 +129,12 @@ impl WorkerProcess {
         };
         // A child that already ended has no id; a tree led by 0 is never signalled.
         let template = ProcessTree::led_by(child.id().unwrap_or(0));
-        let (reader, writer) = into_tokio(work)?.into_split();
         let mut worker = Self {
             child,
             template,
             worker: ProcessTree::led_by(0),
-            reader,
+            work: WorkSocket::new(work)?,
             received: Vec::new(),
-            writer,
             interrupts: into_tokio(interrupts)?,
             control: into_tokio(control)?,
             control_received: Vec::new(),
@@ -174,7 +172,7 @@ impl WorkerProcess {
     }
 
     pub async fn send(&mut self, message: &ToWorker) -> Result<(), FrameError> {
-        ipc::write_async(&mut self.writer, message).await
+        Ok(self.work.write_all(&ipc::encode(message)?).await?)
     }
 
     /// Asks the worker to raise KeyboardInterrupt in run `run_id` (if it is still running).
@@ -215,7 +213,7 @@ impl WorkerProcess {
             self.received
                 .reserve(needed.clamp(READ_CHUNK, ipc::MAX_FRAME_BYTES));
             tokio::select! {
-                read = self.reader.read_buf(&mut self.received) => {
+                read = self.work.read_buf(&mut self.received) => {
                     if read? == 0 {
                         return Err(FrameError::Closed);
                     }
@@ -229,26 +227,13 @@ impl WorkerProcess {
                     {
                         // All it wrote is in the socket by now: keep its whole frames, drop a
                         // half-written one, then let its successor speak.
-                        self.drain_work_socket()?;
+                        self.work.drain_into(&mut self.received)?;
                         self.received.truncate(ipc::whole_frames_len(&self.received));
                         let frame = ipc::encode(&ToTemplate::Continue)?;
                         self.control.try_write(&frame)?;
                         self.ended = Some((pid, cause));
                     }
                 }
-            }
-        }
-    }
-
-    /// Moves what the work socket holds into `received` without waiting.
-    fn drain_work_socket(&mut self) -> Result<(), FrameError> {
-        let mut chunk = [0u8; READ_CHUNK];
-        loop {
-            match self.reader.try_read(&mut chunk) {
-                Ok(0) => return Ok(()),
-                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e.into()),
             }
         }
     }

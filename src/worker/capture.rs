@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use crate::ipc::CapturedStream;
 
@@ -87,14 +86,16 @@ fn pending(pipe: &File) -> usize {
 /// Most bytes the reader thread moves per turn with the lock held.
 const READER_TURN: usize = 1024 * 1024;
 
-fn wait_readable(fd: RawFd, timeout: Duration) {
+/// Sleeps until `fd` has something to read (no timeout: an idle worker's reader threads stay
+/// asleep).
+fn wait_readable(fd: RawFd) {
     let mut pollfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: one valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut pollfd, 1, timeout.as_millis() as libc::c_int) };
+    unsafe { libc::poll(&mut pollfd, 1, -1) };
 }
 
 impl StreamCapture {
@@ -114,7 +115,7 @@ impl StreamCapture {
         std::thread::Builder::new()
             .name(format!("capture-fd{target_fd}"))
             .spawn(move || loop {
-                wait_readable(reader_pipe.as_raw_fd(), Duration::from_millis(100));
+                wait_readable(reader_pipe.as_raw_fd());
                 drain(&reader_pipe, &mut lock(&reader_buffer), READER_TURN);
             })?;
         Ok(Self {

@@ -28,6 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::ipc::{self, CheckModules, Declare, FromWorker, Request, Run, ToWorker};
 use crate::platform::{self, ProcessState};
@@ -57,6 +58,8 @@ pub struct WorkerOptions {
     pub python_env: Option<PathBuf>,
     /// Modules the template imports once, so every worker has them warm.
     pub preload: Vec<String>,
+    /// How long a worker keeps polling for the next request after an answer before it sleeps.
+    pub spin: Duration,
 }
 
 /// The three sockets the supervisor gave this process: work (requests and answers),
@@ -65,10 +68,12 @@ pub struct Channels {
     work: UnixStream,
     interrupts: UnixStream,
     control: UnixStream,
+    /// How long an idle worker polls `work` before it sleeps ([`WorkerOptions::spin`]).
+    work_spin: Duration,
 }
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
-    let mut channels = open_channels()?;
+    let mut channels = open_channels(options.spin)?;
     let env = options
         .python_env
         .as_deref()
@@ -177,6 +182,7 @@ fn serve(
     ipc::write_blocking(&mut work, &ready)?;
 
     loop {
+        wait_for_request(&work, channels.work_spin);
         let task = match ipc::read_blocking::<ToWorker>(&mut work) {
             Ok(task) => task,
             Err(ipc::FrameError::Closed) => return Ok(()),
@@ -199,11 +205,35 @@ fn serve(
             ToWorker::Interrupt { .. } => continue,
         };
         ipc::write_blocking(&mut work, &FromWorker::Answer(answer))?;
+        // If the supervisor's thread was woken onto this CPU, let it take the answer now; the
+        // check below can wait for it (a no-op when nothing else is runnable here).
+        std::thread::yield_now();
         // After the answer, so the caller never waits for the check.
         if let Some(retiring) = verdict(runtime, baseline, &process) {
             ipc::write_blocking(&mut work, &retiring)?;
             return Ok(());
         }
+    }
+}
+
+/// Polls the work socket for up to `window` (yielding the CPU to anything runnable between
+/// polls) before the blocking read sleeps. A caller's next request typically arrives one round
+/// trip after the answer; if the worker is awake then, nobody has to wake its CPU, which on a
+/// VM costs tens of microseconds per run (see docs/benchmark.md). Costs at most `window` of CPU
+/// per answer.
+fn wait_for_request(work: &UnixStream, window: Duration) {
+    let started = Instant::now();
+    let mut poll = libc::pollfd {
+        fd: work.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while started.elapsed() < window {
+        // SAFETY: one valid pollfd for the duration of the call; no timeout.
+        if unsafe { libc::poll(&mut poll, 1, 0) } != 0 {
+            return; // a request, a closed socket, or an error the read will report
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -244,7 +274,7 @@ fn verdict(
 
 /// The three sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`
 /// (`<work>,<interrupts>,<control>`).
-fn open_channels() -> Result<Channels, WorkerError> {
+fn open_channels(work_spin: Duration) -> Result<Channels, WorkerError> {
     let value = std::env::var(ipc::WORKER_FD_ENV).map_err(|_| WorkerError::NoChannel)?;
     // The variable must not leak into programs' subprocesses.
     std::env::remove_var(ipc::WORKER_FD_ENV);
@@ -265,6 +295,7 @@ fn open_channels() -> Result<Channels, WorkerError> {
         work: open(work)?,
         interrupts: open(interrupts)?,
         control: open(control)?,
+        work_spin,
     })
 }
 
