@@ -30,6 +30,27 @@ async fn prints_and_results_come_back() {
     assert!(object["duration_ms"].is_u64());
 }
 
+/// A program far larger than a Unix socket's buffer (about 200 KiB) waits for room on the way
+/// to its worker rather than failing or arriving cut; with the worker polling for requests
+/// after an answer (the default) and sleeping at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_larger_than_the_socket_buffer_reaches_its_worker_whole() {
+    for spin in ["500", "0"] {
+        let plugin = Plugin::start(&["--workers", "1", "--worker-spin-us", spin]);
+        let mut client = plugin.python().await;
+        let payload = "0123456789".repeat(300_000);
+        let code = format!("data = '{payload}'\n[len(data), data[-3:]]");
+        let response = execute(&mut client, &code).await;
+        assert!(response.success, "{}", response.error);
+        assert_eq!(
+            result_object(&response)["result"],
+            json!([3_000_000, "789"])
+        );
+        let response = execute(&mut client, "'next'").await;
+        assert_eq!(result_object(&response)["result"], json!("next"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trailing_expression_is_the_result_unless_result_is_set() {
     let plugin = Plugin::start(&["--workers", "1"]);
