@@ -258,7 +258,10 @@ fn run_plugin(cli: Cli) -> ExitCode {
     logging::log_panics();
     let argv0 = std::env::args().next();
     let name = identity::plugin_name(cli.name.as_deref(), argv0.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the supervisor moves bytes between callers and workers, and a request's
+    // tasks (connection, handler, worker slot) then hand it on without waking another thread.
+    // Python runs in the workers; nothing here blocks for long.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -8,7 +8,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -17,6 +17,9 @@ use crate::ipc::{self, FrameError, FromTemplate, FromWorker, ToTemplate, ToWorke
 use crate::platform::{self, ProcessTree};
 
 use super::work_socket::WorkSocket;
+
+/// How long the supervisor waits awake for an answer when the last one came faster than this.
+const ANSWER_SPIN: Duration = Duration::from_micros(50);
 
 /// Smallest read from a worker's socket.
 const READ_CHUNK: usize = 64 * 1024;
@@ -51,6 +54,11 @@ pub struct WorkerProcess {
     interrupts: UnixStream,
     control: UnixStream,
     control_received: Vec<u8>,
+    /// When the request now being answered was sent.
+    sent_at: Option<Instant>,
+    /// Whether the last answer came within [`ANSWER_SPIN`]: then the next is waited for
+    /// awake.
+    answers_quickly: bool,
     /// A worker end reported by the template (its pid and cause), given out after the worker's
     /// last whole frame.
     ended: Option<(i32, String)>,
@@ -138,6 +146,8 @@ impl WorkerProcess {
             interrupts: into_tokio(interrupts)?,
             control: into_tokio(control)?,
             control_received: Vec::new(),
+            sent_at: None,
+            answers_quickly: false,
             ended: None,
             python_version: String::new(),
         };
@@ -172,7 +182,29 @@ impl WorkerProcess {
     }
 
     pub async fn send(&mut self, message: &ToWorker) -> Result<(), FrameError> {
-        Ok(self.work.write_all(&ipc::encode(message)?).await?)
+        self.work.write_all(&ipc::encode(message)?).await?;
+        self.sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Reads the answer to the request just sent without sleeping, for up to [`ANSWER_SPIN`],
+    /// if the last answer came that fast. A trivial run answers in 10–20 µs; sleeping for it
+    /// lets this CPU go idle, and waking an idle CPU costs more than the run itself on a VM
+    /// (30–40 µs here, see docs/benchmark.md). The runtime's one thread is held meanwhile,
+    /// which is why the wait is this short and only made when the last answer was quick.
+    fn wait_awake_for_answer(&mut self) -> Result<(), FrameError> {
+        let Some(sent_at) = self.sent_at.filter(|_| self.answers_quickly) else {
+            return Ok(());
+        };
+        while sent_at.elapsed() < ANSWER_SPIN {
+            self.work.drain_into(&mut self.received)?;
+            if ipc::whole_frames_len(&self.received) > 0 {
+                break;
+            }
+            // Lets the worker have this CPU if it shares it.
+            std::thread::yield_now();
+        }
+        Ok(())
     }
 
     /// Asks the worker to raise KeyboardInterrupt in run `run_id` (if it is still running).
@@ -189,8 +221,12 @@ impl WorkerProcess {
     /// the template could see it end); a frame it left half-written is dropped.
     pub async fn next(&mut self) -> Result<Incoming, FrameError> {
         use tokio::io::AsyncReadExt;
+        self.wait_awake_for_answer()?;
         loop {
             if let Some(message) = ipc::take_frame(&mut self.received)? {
+                if let (FromWorker::Answer(_), Some(sent_at)) = (&message, self.sent_at.take()) {
+                    self.answers_quickly = sent_at.elapsed() < ANSWER_SPIN;
+                }
                 if let FromWorker::Ready { pid, .. } = &message {
                     // A successor: what the limits measure and kill from now on.
                     self.worker = ProcessTree::led_by(*pid as u32);
