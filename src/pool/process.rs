@@ -18,8 +18,12 @@ use crate::platform::{self, ProcessTree};
 
 use super::work_socket::WorkSocket;
 
-/// How long the supervisor waits awake for an answer when the last one came faster than this.
+/// How long the supervisor waits awake for an answer after a quick one.
 const ANSWER_SPIN: Duration = Duration::from_micros(50);
+/// An answer read this soon after its request counts as quick. It is measured to when the
+/// answer was read, so it includes the wake-up an answer that came while asleep paid: a quick
+/// run read after a sleep still counts, and the next is waited for awake again.
+const QUICK_ANSWER: Duration = Duration::from_micros(200);
 
 /// Smallest read from a worker's socket.
 const READ_CHUNK: usize = 64 * 1024;
@@ -56,8 +60,8 @@ pub struct WorkerProcess {
     control_received: Vec<u8>,
     /// When the request now being answered was sent.
     sent_at: Option<Instant>,
-    /// Whether the last answer came within [`ANSWER_SPIN`]: then the next is waited for
-    /// awake.
+    /// Whether the last answer was read within [`QUICK_ANSWER`] of its request: then the next
+    /// is waited for awake.
     answers_quickly: bool,
     /// A worker end reported by the template (its pid and cause), given out after the worker's
     /// last whole frame.
@@ -188,10 +192,10 @@ impl WorkerProcess {
     }
 
     /// Reads the answer to the request just sent without sleeping, for up to [`ANSWER_SPIN`],
-    /// if the last answer came that fast. A trivial run answers in 10–20 µs; sleeping for it
-    /// lets this CPU go idle, and waking an idle CPU costs more than the run itself on a VM
-    /// (30–40 µs here, see docs/benchmark.md). The runtime's one thread is held meanwhile,
-    /// which is why the wait is this short and only made when the last answer was quick.
+    /// if the last answer was quick. A trivial run answers in 10–20 µs; sleeping for it lets
+    /// this CPU go idle, and waking an idle CPU costs more than the run itself on a VM (30–40 µs
+    /// here, see docs/benchmark.md). The runtime's one thread is held meanwhile, which is why
+    /// the wait is this short and only made after a quick answer.
     fn wait_awake_for_answer(&mut self) -> Result<(), FrameError> {
         let Some(sent_at) = self.sent_at.filter(|_| self.answers_quickly) else {
             return Ok(());
@@ -225,7 +229,7 @@ impl WorkerProcess {
         loop {
             if let Some(message) = ipc::take_frame(&mut self.received)? {
                 if let (FromWorker::Answer(_), Some(sent_at)) = (&message, self.sent_at.take()) {
-                    self.answers_quickly = sent_at.elapsed() < ANSWER_SPIN;
+                    self.answers_quickly = sent_at.elapsed() < QUICK_ANSWER;
                 }
                 if let FromWorker::Ready { pid, .. } = &message {
                     // A successor: what the limits measure and kill from now on.
