@@ -620,6 +620,8 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
     eprintln!("loadgen: {CPU_BOUND:?} with 1 client, then 4, {duration:?} each");
     let one = throughput(&address, 1, duration, &[CPU_BOUND]).await?;
     let four = throughput(&address, 4, duration, &[CPU_BOUND]).await?;
+    eprintln!("loadgen: {TRIVIAL:?} with 4 clients, {duration:?}");
+    let trivial_four = throughput(&address, 4, duration, &[TRIVIAL]).await?;
 
     eprintln!("loadgen: Health while {workers} workers spin");
     let busy = Duration::from_secs_f64(args.busy_secs);
@@ -678,6 +680,11 @@ async fn run(args: &Args) -> Result<Vec<Row>, Error> {
         row("cpu_1_client_per_s", "sum(range(200000)), 1 client", one),
         row("cpu_4_clients_per_s", "sum(range(200000)), 4 clients", four),
         row("cpu_scaling_x", "4 clients / 1 client", scaling).target(">= 1.8x", |v| v >= 1.8),
+        row(
+            "trivial_4_clients_per_s",
+            "Execute `x = 1 + 1`, 4 clients",
+            trivial_four,
+        ),
         row("health_idle_p50_ms", "Health p50, idle", idle_p50),
         row("health_idle_p99_ms", "Health p99, idle", idle_p99),
         row("health_busy_p50_ms", "Health p50, all workers busy", h50),
