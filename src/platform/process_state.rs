@@ -825,7 +825,10 @@ mod tests {
     fn a_changed_signal_handler_is_named() {
         in_child(|| {
             // From the default, whatever the test runs under (`nohup` ignores SIGHUP).
-            set_action(Signal::SIGHUP, &action(SigHandler::SigDfl, SaFlags::empty()));
+            set_action(
+                Signal::SIGHUP,
+                &action(SigHandler::SigDfl, SaFlags::empty()),
+            );
             let fresh = fresh();
             let handle = action(SigHandler::Handler(do_nothing), SaFlags::empty());
             let ignore = action(SigHandler::SigIgn, SaFlags::empty());
