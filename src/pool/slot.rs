@@ -490,7 +490,11 @@ impl Slot {
 
         let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
-        let mut memory_check = tokio::time::interval(MEMORY_POLL);
+        // The first check one period in: at the start the worker holds only its baseline, and a
+        // check then (what `interval` does) walks /proc on the runtime's one thread for every
+        // run, however short.
+        let mut memory_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + MEMORY_POLL, MEMORY_POLL);
         let mut interrupted: Option<(InterruptReason, Instant)> = None;
         loop {
             let grace_over = async {
