@@ -16,6 +16,8 @@ use crate::{env_vars, identity, logging, server, worker};
 /// Long enough to span a gRPC client's round trip between two runs (about 0.1 ms from Go or
 /// Rust, 0.2–0.3 ms from Python's grpcio), short enough to be no cost when runs are rare.
 const DEFAULT_WORKER_SPIN_US: u64 = 500;
+/// A tenth of a second: beyond that, polling is no longer "while the next run is on its way".
+const MAX_WORKER_SPIN_US: u64 = 100_000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,10 +63,12 @@ pub struct Cli {
     /// Seconds a worker may sit idle before it stops and frees its share of --workers.
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     worker_idle_timeout: f64,
-    /// Microseconds a worker keeps polling for the next run after it answers, before it
-    /// sleeps (0: sleep at once). Back-to-back runs then find it awake, which spares waking an
-    /// idle CPU (tens of microseconds on a VM); it costs at most this much CPU per run.
-    #[arg(long, default_value_t = DEFAULT_WORKER_SPIN_US, value_name = "MICROSECONDS")]
+    /// Microseconds a worker keeps polling for the next run after it answers (and when it
+    /// starts), before it sleeps; 0 sleeps at once, at most 100000. Back-to-back runs then find
+    /// it awake, which spares waking an idle CPU (tens of microseconds on a VM); it costs at
+    /// most this much CPU each time.
+    #[arg(long, default_value_t = DEFAULT_WORKER_SPIN_US, value_name = "MICROSECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_WORKER_SPIN_US))]
     worker_spin_us: u64,
     /// Also serve the HTTP routes over plain HTTP at HOST:PORT (e.g. 127.0.0.1:8765), with a
     /// page at / that hosts the glyph without a QNTX host.
@@ -260,7 +264,8 @@ fn run_plugin(cli: Cli) -> ExitCode {
     let name = identity::plugin_name(cli.name.as_deref(), argv0.as_deref());
     // One thread: the supervisor moves bytes between callers and workers, and a request's
     // tasks (connection, handler, worker slot) then hand it on without waking another thread.
-    // Python runs in the workers; nothing here blocks for long.
+    // Python runs in the workers, and the periodic walk through a run's processes for its
+    // limits runs on a blocking thread.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -30,9 +30,10 @@ async fn prints_and_results_come_back() {
     assert!(object["duration_ms"].is_u64());
 }
 
-/// A program far larger than a Unix socket's buffer (about 200 KiB) waits for room on the way
-/// to its worker rather than failing or arriving cut; with the worker polling for requests
-/// after an answer (the default) and sleeping at once.
+/// A program larger than the work socket's buffer waits for room on the way to its worker,
+/// which reads it, rather than failing or arriving cut; with the worker polling for requests
+/// after an answer (the default) and sleeping at once. (For a worker that never reads it, see
+/// `tests/isolation.rs`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_program_larger_than_the_socket_buffer_reaches_its_worker_whole() {
     for spin in ["500", "0"] {

@@ -681,3 +681,39 @@ async fn runs_sent_right_after_one_that_leaves_state_run_once_each_on_a_fresh_wo
     let expected: String = (0..15).map(|r| format!("h{r}\nb{r}\n")).collect();
     assert_eq!(written, expected);
 }
+
+/// A program larger than the work socket's buffer, sent while the worker before it is deciding
+/// to retire, cannot be written whole: that worker never reads again. It must reach the
+/// fresh worker whole and run once, rather than leave the slot waiting forever for room.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_program_sent_to_a_retiring_worker_runs_once_on_its_successor() {
+    let plugin = one_worker().await;
+    let mut client = plugin.python().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let log = log.display();
+    // More than the socket's buffer: the supervisor asks for 1 MiB, which Linux doubles.
+    let payload = "x".repeat(3_000_000);
+
+    for round in 0..5 {
+        // A thread left spinning: the worker's check then takes long enough (the thread has
+        // the CPU too) for the next program to arrive before it retires.
+        let hostile = format!(
+            "import builtins, threading\nbuiltins.qntx_marker = {round}\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)], daemon=True).start()\nopen('{log}', 'a').write('h{round}\\n')\n1"
+        );
+        assert_eq!(value_of(&mut client, &hostile).await, json!(1));
+        let large = format!(
+            "import builtins\ndata = '{payload}'\nopen('{log}', 'a').write('b{round}\\n')\n[len(data), hasattr(builtins, 'qntx_marker')]"
+        );
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            value_of(&mut client, &large),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no answer within 60 s"));
+        assert_eq!(answer, json!([3_000_000, false]), "round {round}");
+    }
+    let written = std::fs::read_to_string(dir.path().join("runs.log")).unwrap();
+    let expected: String = (0..5).map(|r| format!("h{r}\nb{r}\n")).collect();
+    assert_eq!(written, expected);
+}

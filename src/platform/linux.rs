@@ -22,8 +22,8 @@ pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 pub fn in_child_before_exec() -> std::io::Result<()> {
     // An extra on top of the interrupt socket: the kernel kills the worker if the supervisor
     // dies, even before the worker's listener runs. (Strictly: when the thread that forked it
-    // ends; the supervisor spawns from tokio's long-lived worker threads.) It cannot fail for
-    // SIGKILL, and if it did, the socket would still end the worker.
+    // ends; the supervisor spawns from its runtime's one thread, its main thread.) It cannot
+    // fail for SIGKILL, and if it did, the socket would still end the worker.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     Ok(())
 }

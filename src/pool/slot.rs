@@ -495,6 +495,8 @@ impl Slot {
         // run, however short.
         let mut memory_check =
             tokio::time::interval_at(tokio::time::Instant::now() + MEMORY_POLL, MEMORY_POLL);
+        // A check that took long is not followed by others back to back.
+        memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut interrupted: Option<(InterruptReason, Instant)> = None;
         loop {
             let grace_over = async {
@@ -539,7 +541,7 @@ impl Slot {
                     });
                 }
                 _ = memory_check.tick() => {
-                    if let Some(cause) = self.over_limits(limits.memory_limit_bytes, limits.max_processes) {
+                    if let Some(cause) = self.over_limits(limits.memory_limit_bytes, limits.max_processes).await {
                         self.kill_worker();
                         return Ok(RunOutcome::WorkerDied { cause });
                     }
@@ -569,12 +571,17 @@ impl Slot {
     }
 
     /// Whether the run's processes, the worker and all it started, are over the memory or the
-    /// process limit; the cause names the limit.
-    fn over_limits(&self, memory: Option<u64>, processes: Option<usize>) -> Option<String> {
+    /// process limit; the cause names the limit. The walk through the OS's process table runs
+    /// on a blocking thread: a run with thousands of processes makes it long, and the
+    /// supervisor's one runtime thread serves every call meanwhile.
+    async fn over_limits(&self, memory: Option<u64>, processes: Option<usize>) -> Option<String> {
         if memory.is_none() && processes.is_none() {
             return None;
         }
-        let usage = self.worker.as_ref()?.usage()?;
+        let tree = self.worker.as_ref()?.tree();
+        let usage = tokio::task::spawn_blocking(move || tree.usage())
+            .await
+            .ok()??;
         const MIB: u64 = 1024 * 1024;
         if let Some(limit) = memory.filter(|limit| usage.memory_bytes > *limit) {
             return Some(format!(

@@ -4,8 +4,8 @@
 //! writability too (as `tokio::net::UnixStream` always is) wakes the supervisor each time the
 //! worker reads a request, because reading frees buffer space: once per run, for nothing, and
 //! on a VM each such wake-up of an idle CPU costs tens of microseconds. Writes go straight to
-//! the non-blocking socket; only a frame larger than the socket's buffer waits, and only then
-//! is writability asked for, on a duplicate descriptor registered for that wait alone.
+//! the non-blocking socket; only when the socket's buffer is full is writability asked for, on
+//! a duplicate descriptor registered for that wait alone.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -14,6 +14,9 @@ use std::os::unix::net::UnixStream;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+/// The send buffer asked for on the supervisor's end.
+const SEND_BUFFER: usize = 1024 * 1024;
+
 pub struct WorkSocket {
     socket: AsyncFd<UnixStream>,
 }
@@ -21,6 +24,10 @@ pub struct WorkSocket {
 impl WorkSocket {
     pub fn new(socket: UnixStream) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
+        // Room for a typical program in one write: the default is about 200 KiB on Linux and
+        // 8 KiB on macOS. The kernel may cap it lower (Linux: net.core.wmem_max), which is fine.
+        let _ =
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
         Ok(Self {
             socket: register(socket, Interest::READABLE)?,
         })
@@ -52,22 +59,23 @@ impl WorkSocket {
         }
     }
 
-    pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
+    /// Writes what fits of `bytes` now, without waiting: how many bytes (0 when the socket's
+    /// buffer is full).
+    pub fn write_some(&self, bytes: &[u8]) -> io::Result<usize> {
+        loop {
             match self.socket.get_ref().write(bytes) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => bytes = &bytes[written..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Ok(0) if !bytes.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => return Ok(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Waits until the socket has room. Registering reports a socket that already has room at
-    /// once, so room freed between the failed write and here is not missed.
-    async fn writable(&self) -> io::Result<()> {
+    /// once, so room freed between the failed write and here is not missed. Cancel-safe.
+    pub async fn writable(&self) -> io::Result<()> {
         let duplicate = register(self.socket.get_ref().try_clone()?, Interest::WRITABLE)?;
         duplicate.writable().await?.retain_ready();
         Ok(())
@@ -80,8 +88,8 @@ fn register(socket: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixSt
     Ok(unsafe { AsyncFd::register_with_interest(socket, interest) }?)
 }
 
-/// One `recv` into `buffer`'s spare capacity (without zeroing it first: reads are up to 64 KiB
-/// and happen on every answer).
+/// One `recv` into `buffer`'s spare capacity, without zeroing it first: the caller reserves
+/// 64 KiB or more (up to a whole frame) for reads that happen on every answer.
 fn receive_into(socket: &UnixStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buffer.spare_capacity_mut();
     if spare.is_empty() {

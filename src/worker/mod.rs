@@ -229,7 +229,7 @@ fn wait_for_request(work: &UnixStream, window: Duration) {
         revents: 0,
     };
     while started.elapsed() < window {
-        // SAFETY: one valid pollfd for the duration of the call; no timeout.
+        // SAFETY: one valid pollfd for the duration of the call; a zero timeout returns at once.
         if unsafe { libc::poll(&mut poll, 1, 0) } != 0 {
             return; // a request, a closed socket, or an error the read will report
         }
