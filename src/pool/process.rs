@@ -340,11 +340,6 @@ impl WorkerProcess {
         self.worker.kill();
     }
 
-    /// Kills the template, its worker and everything below them.
-    pub fn kill(&mut self) {
-        self.template.kill();
-    }
-
     /// After the channel closed: why the worker died. Kills it if it is somehow still alive.
     pub async fn exit_cause(mut self) -> String {
         // Kill what the program left behind while the leader is still unreaped, so the group id
@@ -357,9 +352,13 @@ impl WorkerProcess {
     }
 }
 
+/// Kills the template, its worker and everything below them, unless `exit_cause` already did
+/// and reaped the template: its process group id may belong to someone else by then.
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        self.template.kill();
+        if self.child.id().is_some() {
+            self.template.kill();
+        }
     }
 }
 

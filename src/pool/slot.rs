@@ -391,9 +391,8 @@ impl Slot {
             "no successor worker was forked; restarting the template"
         );
         self.lost_worker();
-        if let Some(mut worker) = self.retire_worker() {
-            worker.kill();
-        }
+        // Dropped, it kills its template and everything below.
+        drop(self.retire_worker());
         false
     }
 
@@ -547,9 +546,7 @@ impl Slot {
                     }
                 }
                 () = self.shared.shutdown.cancelled() => {
-                    if let Some(mut worker) = self.retire_worker() {
-                        worker.kill();
-                    }
+                    drop(self.retire_worker()); // killing its template and everything below
                     return Err(PoolError::ShuttingDown);
                 }
             }
