@@ -8,7 +8,8 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
 
 use super::process_state::{
-    disposition, signal_set, Credentials, Descriptor, Disposition, Signals, Summary,
+    disposition, file_of, push_changed, signal_set, Credentials, Descriptor, Disposition, Signals,
+    Summary,
 };
 
 pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -198,13 +199,7 @@ struct ProcFiles {
 }
 
 thread_local! {
-    static PROC_FILES: RefCell<ProcFiles> = const {
-        RefCell::new(ProcFiles {
-            pid: 0,
-            status: None,
-            fds: None,
-        })
-    };
+    static PROC_FILES: RefCell<ProcFiles> = const { RefCell::new(ProcFiles::none(0)) };
 }
 
 #[derive(Clone, Copy)]
@@ -214,6 +209,15 @@ enum ProcFile {
 }
 
 impl ProcFiles {
+    /// None open yet, for process `pid`.
+    const fn none(pid: libc::pid_t) -> Self {
+        ProcFiles {
+            pid,
+            status: None,
+            fds: None,
+        }
+    }
+
     fn get(&mut self, which: ProcFile) -> &mut Option<Kept> {
         match which {
             ProcFile::Status => &mut self.status,
@@ -227,11 +231,7 @@ impl ProcFiles {
         let pid = unsafe { libc::getpid() };
         if pid != self.pid {
             // A fork's inherited copies are closed (when still ours) before opening anew.
-            *self = ProcFiles {
-                pid,
-                status: None,
-                fds: None,
-            };
+            *self = ProcFiles::none(pid);
         }
         let files = [
             (ProcFile::Status, c"/proc/thread-self/status", 0),
@@ -272,11 +272,7 @@ fn with_proc_files<T>(which: ProcFile, read: impl Fn(&ProcFiles) -> Option<T>) -
     match kept {
         Ok(Some(read)) => read,
         // While the thread ends (its files are gone), or re-entered: files of this call's own.
-        _ => attempt(&mut ProcFiles {
-            pid: 0,
-            status: None,
-            fds: None,
-        }),
+        _ => attempt(&mut ProcFiles::none(0)),
     }
 }
 
@@ -318,15 +314,6 @@ impl Drop for Kept {
             unsafe { libc::close(self.fd) };
         }
     }
-}
-
-/// The device and inode `fd` refers to.
-fn file_of(fd: RawFd) -> Option<(libc::dev_t, libc::ino_t)> {
-    // SAFETY: zeroed memory is a valid stat (integers only).
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes into `stat` alone; a descriptor that is not open is EBADF.
-    let ok = unsafe { libc::fstat(fd, &mut stat) } == 0;
-    ok.then_some((stat.st_dev, stat.st_ino))
 }
 
 /// This thread's status, read from its kept file into a buffer on the stack when it fits, as it
@@ -636,15 +623,7 @@ impl OsState {
             ("seccomp mode", self.seccomp, now.seccomp),
         ];
         for (what, before, now) in flags {
-            if before != now {
-                let show =
-                    |v: Option<libc::c_int>| v.map_or("unknown".to_owned(), |v| v.to_string());
-                found.push(format!(
-                    "{what} changed ({} -> {})",
-                    show(before),
-                    show(now)
-                ));
-            }
+            push_changed(found, what, &before, &now, libc::c_int::to_string);
         }
     }
 }

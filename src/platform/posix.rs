@@ -9,7 +9,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::signal::{SigSet, Signal};
 
-use super::process_state::{signal_set, Credentials, Descriptor};
+use super::process_state::{file_of, signal_set, Credentials, Descriptor};
 
 pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (read_end, write_end) = nix::unistd::pipe()?;
@@ -80,11 +80,8 @@ pub fn credentials() -> Credentials {
 
 /// The descriptor with the file it refers to and its close-on-exec flag: two system calls.
 pub fn describe(fd: RawFd) -> Descriptor {
-    // SAFETY: zeroed memory is a valid stat (integers only).
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat only writes into `stat`; a descriptor closed since it was listed gives
-    // EBADF, nothing worse.
-    let file = (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some((stat.st_dev, stat.st_ino));
+    // A descriptor closed since it was listed has no file.
+    let file = file_of(fd);
     // SAFETY: F_GETFD reads the descriptor's flags and touches no memory.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     Descriptor {

@@ -177,7 +177,7 @@ pub(super) struct Summary {
 }
 
 /// Pushes "`what` changed (before -> now)" if they differ; "unknown" where a probe failed.
-fn push_changed<T: PartialEq>(
+pub(super) fn push_changed<T: PartialEq>(
     found: &mut Vec<String>,
     what: &str,
     before: &Option<T>,
@@ -192,6 +192,15 @@ fn push_changed<T: PartialEq>(
             show(now)
         ));
     }
+}
+
+/// The device and inode `fd` refers to (one `fstat`); None when it is not open.
+pub(super) fn file_of(fd: RawFd) -> Option<(libc::dev_t, libc::ino_t)> {
+    // SAFETY: zeroed memory is a valid stat (integers only).
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `stat` alone; a descriptor that is not open is EBADF.
+    let ok = unsafe { libc::fstat(fd, &mut stat) } == 0;
+    ok.then_some((stat.st_dev, stat.st_ino))
 }
 
 fn thread_changes(before: Option<u32>, now: Option<u32>, found: &mut Vec<String>) {
