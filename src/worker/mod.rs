@@ -99,7 +99,7 @@ fn standby(
     runtime: &Runtime,
     wake: OwnedFd,
     channels: &Channels,
-    mut baseline: PythonBaseline,
+    baseline: &mut PythonBaseline,
 ) -> ! {
     // Its own process group, so killing the worker's group spares the template; and it dies
     // with the template.
@@ -109,7 +109,7 @@ fn standby(
     // Orphans of its programs stay below it, where limits and kills reach them.
     platform::become_subreaper();
     let interrupter = Interrupter::for_main_thread();
-    match runtime.prepare_worker(&interrupter, &mut baseline) {
+    match runtime.prepare_worker(&interrupter, baseline) {
         Ok(()) => {}
         Err(error) => {
             tracing::error!(%error, "a forked worker could not prepare");
@@ -120,7 +120,7 @@ fn standby(
         exit(0); // the template is stopping
     }
     drop(wake);
-    let outcome = serve(runtime, channels, interrupter, &baseline);
+    let outcome = serve(runtime, channels, interrupter, baseline);
     if let Err(error) = outcome {
         tracing::error!(%error, "worker stopped");
         exit(1)
@@ -261,7 +261,6 @@ fn verdict(
     process: &ProcessState,
 ) -> Option<FromWorker> {
     let children = platform::running_children();
-    let running = !children.is_empty() || runtime.python_threads() > 1;
     let mut residue: Vec<String> = children
         .iter()
         .take(3)
@@ -269,7 +268,12 @@ fn verdict(
         .collect();
     residue.extend(process_changes(process));
     residue.extend(runtime.residue(baseline));
-    (!residue.is_empty()).then_some(FromWorker::Retiring { residue, running })
+    if residue.is_empty() {
+        return None;
+    }
+    // Only for the supervisor's counters (restart or refresh): not worth a count per clean run.
+    let running = !children.is_empty() || runtime.python_threads() > 1;
+    Some(FromWorker::Retiring { residue, running })
 }
 
 /// The three sockets the supervisor placed on the descriptors named by `QNTX_WORKER_FD`

@@ -223,7 +223,6 @@ impl CState {
     }
 }
 
-/// Interpreter-wide settings: read all at once (one call, a tuple in `labels` order).
 impl<T> Watched<T> {
     /// Watched from now on; its stamp comes with the next `restamp`.
     fn unstamped((label, object): (String, Bound<'_, T>)) -> Self {
@@ -235,6 +234,7 @@ impl<T> Watched<T> {
     }
 }
 
+/// Interpreter-wide settings: read all at once (one call, a tuple in `labels` order).
 struct Settings {
     labels: Vec<String>,
     read: Py<PyAny>,
@@ -303,15 +303,13 @@ impl PythonBaseline {
             .import("sys")?
             .getattr("modules")?
             .cast_into::<PyDict>()?;
-        let module_entries = modules
-            .iter()
-            .map(|(name, module)| (name.unbind(), module.unbind()))
-            .collect();
+        // The stamps, entries, values and survivors are recorded by `restamp`, below.
         let settings = Settings {
             labels,
-            values: read.bind(py).call0()?.cast_into::<PyTuple>()?.unbind(),
+            values: PyTuple::empty(py).unbind(),
             read,
         };
+        let gc = py.import("gc")?;
         let mut baseline = Self {
             namespaces,
             classes,
@@ -319,9 +317,9 @@ impl PythonBaseline {
             settings,
             c_states,
             modules: modules.unbind(),
-            module_entries,
-            get_objects: py.import("gc")?.getattr("get_objects")?.unbind(),
-            freeze: py.import("gc")?.getattr("freeze")?.unbind(),
+            module_entries: Vec::new(),
+            get_objects: gc.getattr("get_objects")?.unbind(),
+            freeze: gc.getattr("freeze")?.unbind(),
             survivors: 0,
         };
         baseline.restamp(py)?;

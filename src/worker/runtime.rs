@@ -104,7 +104,7 @@ impl Runtime {
             Some(entry) => (Some(entry.key.as_str()), entry.function.as_deref()),
             None => (None, None),
         };
-        let (status, result_json, error, leftover_threads) = Python::attach(|py| {
+        let (status, result_json, error, leftover_threads, threads) = Python::attach(|py| {
             interrupter.begin_run(run.run_id);
             let outcome = self.runtime.bind(py).getattr("run").and_then(|run| {
                 run.call1((
@@ -122,10 +122,12 @@ impl Runtime {
             // C stdio buffers belong to this run's output too.
             // SAFETY: fflush(NULL) flushes every open C stream.
             unsafe { libc::fflush(std::ptr::null_mut()) };
-            let failed = |status, error| (status, "null".to_owned(), Some(error), Vec::new());
+            let threads = python_threads(py);
+            let failed =
+                |status, error| (status, "null".to_owned(), Some(error), Vec::new(), threads);
             match outcome {
-                Ok((status, result_json, error, threads)) => {
-                    (parse_status(&status), result_json, error, threads)
+                Ok((status, result_json, error, named)) => {
+                    (parse_status(&status), result_json, error, named, threads)
                 }
                 // Only an interrupt landing inside the runtime's own bookkeeping gets here.
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
@@ -144,25 +146,8 @@ impl Runtime {
             stderr: Default::default(),
             result_json,
             error,
-            leftovers: self.still_running(leftover_threads),
+            leftovers: still_running(leftover_threads, threads),
         }
-    }
-
-    /// Threads and processes a run left running, named for its answer (two cheap checks, so
-    /// the caller learns about them with the result). Threads are those in the interpreter's
-    /// list, so one started past `threading` (with `_thread`) counts too.
-    fn still_running(&self, named: Vec<String>) -> Vec<String> {
-        let mut leftovers: Vec<String> = named.iter().map(|t| format!("thread '{t}'")).collect();
-        let unnamed = self.python_threads().saturating_sub(1 + named.len());
-        if unnamed > 0 {
-            leftovers.push(format!("{unnamed} thread(s) started outside `threading`"));
-        }
-        leftovers.extend(
-            platform::running_children()
-                .into_iter()
-                .map(|pid| format!("process {pid}")),
-        );
-        leftovers
     }
 
     /// What the residue check watches, collected once in the template (see residue.rs).
@@ -197,23 +182,10 @@ impl Runtime {
             .map_err(|e| format!("cannot record the worker's baseline: {e}"))
     }
 
-    /// Threads that have run Python code and still exist, the main one included: counted in
-    /// the interpreter's own list, which a raw `_thread` thread joins too.
+    /// Threads that have run Python code and still exist, the main one included (see
+    /// [`python_threads`]).
     pub fn python_threads(&self) -> usize {
-        Python::attach(|_py| {
-            // SAFETY: walking the interpreter's thread states with the GIL held, which keeps
-            // the list from changing under us.
-            unsafe {
-                let mut count = 0;
-                let mut state =
-                    pyo3::ffi::PyInterpreterState_ThreadHead(pyo3::ffi::PyInterpreterState_Get());
-                while !state.is_null() {
-                    count += 1;
-                    state = pyo3::ffi::PyThreadState_Next(state);
-                }
-                count
-            }
-        })
+        Python::attach(python_threads)
     }
 
     /// What the last request left behind (see residue.rs); empty when nothing.
@@ -275,6 +247,41 @@ impl Runtime {
                 })
                 .collect()
         })
+    }
+}
+
+/// Threads and processes a run left running, named for its answer (two cheap checks, so the
+/// caller learns about them with the result): the threads `threading` names, and how many
+/// more the interpreter counts (`threads`, the main one included), so one started past
+/// `threading` (with `_thread`) counts too.
+fn still_running(named: Vec<String>, threads: usize) -> Vec<String> {
+    let mut leftovers: Vec<String> = named.iter().map(|t| format!("thread '{t}'")).collect();
+    let unnamed = threads.saturating_sub(1 + named.len());
+    if unnamed > 0 {
+        leftovers.push(format!("{unnamed} thread(s) started outside `threading`"));
+    }
+    leftovers.extend(
+        platform::running_children()
+            .into_iter()
+            .map(|pid| format!("process {pid}")),
+    );
+    leftovers
+}
+
+/// Threads that have run Python code and still exist, the main one included: counted in the
+/// interpreter's own list, which a raw `_thread` thread joins too.
+fn python_threads(_py: Python<'_>) -> usize {
+    // SAFETY: walking the interpreter's thread states with the GIL held (`_py`), which keeps
+    // the list from changing under us.
+    unsafe {
+        let mut count = 0;
+        let mut state =
+            pyo3::ffi::PyInterpreterState_ThreadHead(pyo3::ffi::PyInterpreterState_Get());
+        while !state.is_null() {
+            count += 1;
+            state = pyo3::ffi::PyThreadState_Next(state);
+        }
+        count
     }
 }
 

@@ -49,7 +49,7 @@ struct Template<'a> {
     worker: Option<i32>,
     standby: Option<Standby>,
     /// What the residue check watches, listed once here; each fork restamps its own copy.
-    baseline: Option<PythonBaseline>,
+    baseline: PythonBaseline,
 }
 
 /// Serves until the supervisor goes away; then ends the worker and the standby.
@@ -76,7 +76,7 @@ pub fn serve(runtime: &Runtime, channels: Channels) -> Result<(), WorkerError> {
         child_events_writer: writer,
         worker: None,
         standby: None,
-        baseline: Some(runtime.watch().map_err(WorkerError::Python)?),
+        baseline: runtime.watch().map_err(WorkerError::Python)?,
     };
     let result = template.run();
     template.stop();
@@ -166,14 +166,9 @@ impl Template<'_> {
                 ipc::write_blocking(&mut self.channels.control, &ended)?;
                 // The successor shares the work socket: it may write only once the supervisor
                 // has read all the ended worker wrote.
-                match ipc::read_blocking::<ToTemplate>(&mut self.channels.control) {
-                    Ok(ToTemplate::Continue) => {
-                        self.discard_requests();
-                        self.start_worker()?;
-                    }
-                    Err(ipc::FrameError::Closed) => return Err(ipc::FrameError::Closed.into()),
-                    Err(error) => return Err(error.into()),
-                }
+                let ToTemplate::Continue = ipc::read_blocking(&mut self.channels.control)?;
+                self.discard_requests();
+                self.start_worker()?;
             }
             // Anything else is an orphan of a worker's program, killed and now reaped.
         }
@@ -248,11 +243,7 @@ impl Template<'_> {
                     unsafe { libc::close(fd) };
                 }
                 std::mem::forget(wake_write); // closed above
-                let Some(baseline) = self.baseline.take() else {
-                    // SAFETY: _exit ends this forked process at once.
-                    unsafe { libc::_exit(1) }
-                };
-                super::standby(self.runtime, wake_read, &self.channels, baseline)
+                super::standby(self.runtime, wake_read, &self.channels, &mut self.baseline)
             }
             pid => Ok(Standby {
                 pid,
