@@ -8,17 +8,10 @@
 #[path = "support/plugin.rs"]
 mod plugin;
 
-use plugin::{execute, result_object, wait_ready, Plugin};
+use plugin::{execute, one_worker, result_object, wait_ready, Plugin};
 use qntx_python_plugin::proto::python_service_client::PythonServiceClient;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
-
-/// One worker, so every run lands where the earlier ones ran.
-async fn one_worker() -> Plugin {
-    let plugin = Plugin::start(&["--workers", "1"]);
-    wait_ready(&plugin).await;
-    plugin
-}
 
 /// A program from its lines.
 fn program(lines: &[&str]) -> String {

@@ -7,7 +7,9 @@ mod plugin;
 
 use std::time::{Duration, Instant};
 
-use plugin::{execute, health_detail, result_object, wait_for_detail, wait_ready, Plugin};
+use plugin::{
+    execute, health_detail, one_worker, result_object, wait_for_detail, wait_ready, Plugin,
+};
 use qntx_python_plugin::proto::{Empty, ExecuteJobRequest, PythonExecuteRequest};
 use serde_json::json;
 use tonic::Code;
@@ -393,12 +395,6 @@ async fn threads_and_processes_left_running_never_reach_later_runs() {
 
 // Limits on everything a run starts: its subprocesses count against the memory limit, their
 // number is capped, and none outlives the run, not even one that leaves its session.
-
-async fn one_worker() -> Plugin {
-    let plugin = Plugin::start(&["--workers", "1"]);
-    wait_ready(&plugin).await;
-    plugin
-}
 
 /// Alive and not a zombie.
 #[cfg(target_os = "linux")]

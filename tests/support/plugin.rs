@@ -292,6 +292,13 @@ pub async fn wait_ready(plugin: &Plugin) {
     assert!(response.success, "warm-up run failed: {}", response.error);
 }
 
+/// A plugin with one worker, up and warm: every run lands where the earlier ones ran.
+pub async fn one_worker() -> Plugin {
+    let plugin = Plugin::start(&["--workers", "1"]);
+    wait_ready(&plugin).await;
+    plugin
+}
+
 /// Waits until Health's `key` reads `value` (e.g. until a run occupies a worker).
 pub async fn wait_for_detail(plugin: &Plugin, key: &str, value: &str) {
     let matches = |details: &std::collections::HashMap<String, String>| {
